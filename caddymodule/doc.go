@@ -1,0 +1,2 @@
+// Package caddymodule is the Caddy glue of the webhook sender.
+package caddymodule
