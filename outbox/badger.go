@@ -1,0 +1,958 @@
+package outbox
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"go.uber.org/zap"
+)
+
+// Key layout. Ids are UUIDv7 strings, so byte order is creation order.
+//
+//	w/<appId>\x00<webhookId>           webhook record (with its secret)
+//	e/<eventId>                        event: meta length, meta JSON, raw body
+//	d/<webhookId>/<deliveryId>         delivery record (the history)
+//	q/<due:8>/<webhookId>/<deliveryId> due queue; value: pending-since (8)
+//	p/<since:8>/<deliveryId>           pending set, oldest first (for metrics)
+//	i/<appId>\x00<key>                 idempotency key -> IngestResult, 24h TTL
+var (
+	prefixWebhook  = []byte("w/")
+	prefixEvent    = []byte("e/")
+	prefixDelivery = []byte("d/")
+	prefixQueue    = []byte("q/")
+	prefixPending  = []byte("p/")
+	prefixIdem     = []byte("i/")
+)
+
+// IdempotencyWindow is how long an idempotency key is remembered.
+const IdempotencyWindow = 24 * time.Hour
+
+// BadgerOptions configure the embedded store.
+type BadgerOptions struct {
+	// Logger receives Badger's own messages at warn and above.
+	Logger *zap.Logger
+	// EncryptionKey, 16, 24 or 32 bytes, encrypts the data at rest (AES).
+	EncryptionKey []byte
+	// MemTableSize bounds each of Badger's two memtables; default 32 MiB.
+	MemTableSize int64
+}
+
+// BadgerStore is the embedded Store: one Badger directory, owned by one
+// process. Claims are held in memory, since no other process can read the
+// directory while it is open.
+type BadgerStore struct {
+	db *badger.DB
+
+	history atomic.Int64 // retention of finished deliveries, ns
+	events  atomic.Int64 // retention of events, ns
+
+	mu       sync.Mutex // serializes webhook writes and guards the cache
+	webhooks map[string]*Webhook
+	byApp    map[string][]*Webhook
+
+	claimMu sync.Mutex
+	claimed map[string]bool // delivery ids
+
+	pending atomic.Int64
+	gcStop  chan struct{}
+	gcDone  chan struct{}
+}
+
+// OpenBadger opens (creating if needed) the store in dir.
+func OpenBadger(dir string, opts BadgerOptions) (*BadgerStore, error) {
+	if opts.MemTableSize <= 0 {
+		opts.MemTableSize = 32 << 20
+	}
+	bo := badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{opts.Logger}).
+		// Ingest fsyncs once per group of events (see Commit); other
+		// writes are safe to lose in a crash because they are replayed
+		// (an attempt is retried) or re-done by the user.
+		WithSyncWrites(false).
+		WithDetectConflicts(false).
+		WithMemTableSize(opts.MemTableSize).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(4).
+		WithNumLevelZeroTablesStall(12).
+		WithBlockCacheSize(32 << 20).
+		WithIndexCacheSize(16 << 20).
+		WithValueThreshold(64 << 10).
+		WithValueLogFileSize(256 << 20).
+		WithNumCompactors(2).
+		WithMetricsEnabled(false)
+	if len(opts.EncryptionKey) > 0 {
+		bo = bo.WithEncryptionKey(opts.EncryptionKey)
+	}
+	db, err := badger.Open(bo)
+	if err != nil {
+		if len(opts.EncryptionKey) > 0 && strings.Contains(err.Error(), "Encryption key mismatch") {
+			return nil, fmt.Errorf("opening badger in %s: the encryption key does not match the one the data was written with", dir)
+		}
+		return nil, fmt.Errorf("opening badger in %s: %w", dir, err)
+	}
+	s := &BadgerStore{
+		db:       db,
+		webhooks: map[string]*Webhook{},
+		byApp:    map[string][]*Webhook{},
+		claimed:  map[string]bool{},
+		gcStop:   make(chan struct{}),
+		gcDone:   make(chan struct{}),
+	}
+	s.SetRetention(720*time.Hour, 720*time.Hour+IdempotencyWindow)
+	if err := s.load(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	go s.gcLoop()
+	return s, nil
+}
+
+// load fills the webhook cache and counts pending deliveries.
+func (s *BadgerStore) load() error {
+	return s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixWebhook, PrefetchValues: true, PrefetchSize: 100})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var w Webhook
+			if err := it.Item().Value(func(v []byte) error { return decodeWebhook(v, &w) }); err != nil {
+				return fmt.Errorf("loading webhook %q: %w", it.Item().Key(), err)
+			}
+			s.cachePut(&w)
+		}
+		it.Close()
+		pit := txn.NewIterator(badger.IteratorOptions{Prefix: prefixPending})
+		defer pit.Close()
+		var n int64
+		for pit.Rewind(); pit.Valid(); pit.Next() {
+			n++
+		}
+		s.pending.Store(n)
+		return nil
+	})
+}
+
+// SetRetention sets how long finished deliveries and events are kept.
+func (s *BadgerStore) SetRetention(history, events time.Duration) {
+	s.history.Store(int64(history))
+	s.events.Store(int64(events))
+}
+
+// Close stops the GC loop and closes Badger.
+func (s *BadgerStore) Close() error {
+	close(s.gcStop)
+	<-s.gcDone
+	return s.db.Close()
+}
+
+// gcLoop reclaims value-log space left by expired and rewritten entries.
+func (s *BadgerStore) gcLoop() {
+	defer close(s.gcDone)
+	t := time.NewTicker(5 * time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.gcStop:
+			return
+		case <-t.C:
+		}
+		for s.db.RunValueLogGC(0.5) == nil {
+			select {
+			case <-s.gcStop:
+				return
+			default:
+			}
+		}
+	}
+}
+
+// ---- encoding ----
+
+type webhookRecord struct {
+	ID                  string    `json:"id"`
+	AppID               string    `json:"appId"`
+	Name                string    `json:"name"`
+	URL                 string    `json:"url"`
+	Events              []string  `json:"events"`
+	Enabled             bool      `json:"enabled"`
+	CreatedAt           time.Time `json:"createdAt"`
+	UpdatedAt           time.Time `json:"updatedAt"`
+	Secret              string    `json:"secret,omitempty"`
+	PreviousSecret      string    `json:"previousSecret,omitempty"`
+	PreviousSecretUntil time.Time `json:"previousSecretUntil,omitzero"`
+	FailingSince        time.Time `json:"failingSince,omitzero"`
+	DisabledReason      string    `json:"disabledReason,omitempty"`
+}
+
+func encodeWebhook(w *Webhook) ([]byte, error) {
+	return json.Marshal(webhookRecord(*w))
+}
+
+func decodeWebhook(v []byte, w *Webhook) error {
+	var r webhookRecord
+	if err := json.Unmarshal(v, &r); err != nil {
+		return err
+	}
+	*w = Webhook(r)
+	return nil
+}
+
+type eventMeta struct {
+	ID         string    `json:"id"`
+	AppID      string    `json:"appId"`
+	Type       string    `json:"event"`
+	ReceivedAt time.Time `json:"receivedAt"`
+}
+
+// encodeEvent keeps the body outside the JSON so it stays byte for byte.
+func encodeEvent(e *Event) ([]byte, error) {
+	meta, err := json.Marshal(eventMeta{e.ID, e.AppID, e.Type, e.ReceivedAt})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 4, 4+len(meta)+len(e.Body))
+	binary.BigEndian.PutUint32(out, uint32(len(meta)))
+	out = append(out, meta...)
+	return append(out, e.Body...), nil
+}
+
+func decodeEvent(v []byte) (*Event, error) {
+	if len(v) < 4 {
+		return nil, errors.New("short event record")
+	}
+	n := int(binary.BigEndian.Uint32(v))
+	if len(v) < 4+n {
+		return nil, errors.New("short event record")
+	}
+	var m eventMeta
+	if err := json.Unmarshal(v[4:4+n], &m); err != nil {
+		return nil, err
+	}
+	return &Event{ID: m.ID, AppID: m.AppID, Type: m.Type, ReceivedAt: m.ReceivedAt, Body: slices.Clone(v[4+n:])}, nil
+}
+
+type deliveryRecord struct {
+	*Delivery
+	Round        int       `json:"round,omitempty"`
+	Resend       bool      `json:"resend,omitempty"`
+	PendingSince time.Time `json:"pendingSince,omitzero"`
+}
+
+func encodeDelivery(d *Delivery, pendingSince time.Time) ([]byte, error) {
+	return json.Marshal(deliveryRecord{Delivery: d, Round: d.Round, Resend: d.Resend, PendingSince: pendingSince})
+}
+
+func decodeDelivery(v []byte) (*Delivery, time.Time, error) {
+	r := deliveryRecord{Delivery: new(Delivery)}
+	if err := json.Unmarshal(v, &r); err != nil {
+		return nil, time.Time{}, err
+	}
+	r.Delivery.Round, r.Delivery.Resend = r.Round, r.Resend
+	return r.Delivery, r.PendingSince, nil
+}
+
+func webhookKey(appID, id string) []byte {
+	return slices.Concat(prefixWebhook, []byte(appID), []byte{0}, []byte(id))
+}
+
+func eventKey(id string) []byte { return slices.Concat(prefixEvent, []byte(id)) }
+
+func deliveryPrefix(webhookID string) []byte {
+	return slices.Concat(prefixDelivery, []byte(webhookID), []byte{'/'})
+}
+
+func deliveryKey(webhookID, id string) []byte {
+	return slices.Concat(deliveryPrefix(webhookID), []byte(id))
+}
+
+func be64(t time.Time) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(t.UnixNano()))
+	return b[:]
+}
+
+func queueKey(due time.Time, webhookID, id string) []byte {
+	return slices.Concat(prefixQueue, be64(due), []byte(webhookID), []byte{'/'}, []byte(id))
+}
+
+func parseQueueKey(k []byte) (due time.Time, webhookID, id string, ok bool) {
+	k = k[len(prefixQueue):]
+	if len(k) < 8 {
+		return
+	}
+	due = time.Unix(0, int64(binary.BigEndian.Uint64(k)))
+	webhookID, id, ok = strings.Cut(string(k[8:]), "/")
+	return
+}
+
+func pendingKey(since time.Time, id string) []byte {
+	return slices.Concat(prefixPending, be64(since), []byte(id))
+}
+
+func idemKey(appID, key string) []byte {
+	return slices.Concat(prefixIdem, []byte(appID), []byte{0}, []byte(key))
+}
+
+// ---- ingest ----
+
+// Commit writes the batch and fsyncs once for all of it.
+func (s *BadgerStore) Commit(ctx context.Context, batch []*Ingest) error {
+	txn := s.db.NewTransaction(true)
+	defer func() { txn.Discard() }()
+	var added int64
+	evTTL := time.Duration(s.events.Load())
+	for _, in := range batch {
+		if in.IdempotencyKey != "" {
+			k := idemKey(in.Event.AppID, in.IdempotencyKey)
+			item, err := txn.Get(k)
+			if err == nil {
+				if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &in.Result) }); err != nil {
+					return fmt.Errorf("reading idempotency key: %w", err)
+				}
+				in.Result.Duplicate = true
+				continue
+			} else if !errors.Is(err, badger.ErrKeyNotFound) {
+				return fmt.Errorf("reading idempotency key: %w", unavailable(err))
+			}
+		}
+		in.Result = IngestResult{ID: in.Event.ID, Deliveries: len(in.Deliveries)}
+		entries, err := ingestEntries(in, evTTL)
+		if err != nil {
+			return err
+		}
+		for {
+			err := setAll(txn, entries)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, badger.ErrTxnTooBig) {
+				return fmt.Errorf("writing event: %w", unavailable(err))
+			}
+			// One ingest per transaction is the unit of atomicity, so a
+			// full transaction is committed and the ingest starts over in
+			// a fresh one; the fsync below still covers both.
+			txn.Discard()
+			txn = s.db.NewTransaction(true)
+			if err := setAll(txn, entries); err != nil {
+				return fmt.Errorf("writing event: %w", unavailable(err))
+			}
+			break
+		}
+		for _, d := range in.Deliveries {
+			if d.Status == StatusPending {
+				added++
+			}
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		return fmt.Errorf("committing events: %w", unavailable(err))
+	}
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("syncing events: %w", unavailable(err))
+	}
+	s.pending.Add(added)
+	return nil
+}
+
+func setAll(txn *badger.Txn, entries []*badger.Entry) error {
+	for _, e := range entries {
+		if err := txn.SetEntry(e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func ingestEntries(in *Ingest, evTTL time.Duration) ([]*badger.Entry, error) {
+	ev, err := encodeEvent(in.Event)
+	if err != nil {
+		return nil, err
+	}
+	entries := []*badger.Entry{badger.NewEntry(eventKey(in.Event.ID), ev).WithTTL(evTTL)}
+	if in.IdempotencyKey != "" {
+		res, _ := json.Marshal(in.Result)
+		entries = append(entries, badger.NewEntry(idemKey(in.Event.AppID, in.IdempotencyKey), res).WithTTL(IdempotencyWindow))
+	}
+	for _, d := range in.Deliveries {
+		var since time.Time
+		if d.Status == StatusPending {
+			since = d.CreatedAt
+			entries = append(entries,
+				badger.NewEntry(queueKey(*d.NextAttemptAt, d.WebhookID, d.ID), be64(since)),
+				badger.NewEntry(pendingKey(since, d.ID), nil))
+		}
+		v, err := encodeDelivery(d, since)
+		if err != nil {
+			return nil, err
+		}
+		entries = append(entries, badger.NewEntry(deliveryKey(d.WebhookID, d.ID), v))
+	}
+	return entries, nil
+}
+
+// unavailable marks storage failures (disk full, I/O) as ErrUnavailable.
+func unavailable(err error) error {
+	if errors.Is(err, badger.ErrTxnTooBig) {
+		return err
+	}
+	return errors.Join(ErrUnavailable, err)
+}
+
+// ---- webhooks ----
+
+func (s *BadgerStore) cachePut(w *Webhook) {
+	s.webhooks[w.ID] = w
+	list := s.byApp[w.AppID]
+	i := slices.IndexFunc(list, func(x *Webhook) bool { return x.ID == w.ID })
+	if i >= 0 {
+		list = slices.Clone(list)
+		list[i] = w
+	} else {
+		list = append(slices.Clone(list), w)
+	}
+	s.byApp[w.AppID] = list
+}
+
+func (s *BadgerStore) cacheDelete(w *Webhook) {
+	delete(s.webhooks, w.ID)
+	list := slices.DeleteFunc(slices.Clone(s.byApp[w.AppID]), func(x *Webhook) bool { return x.ID == w.ID })
+	if len(list) == 0 {
+		delete(s.byApp, w.AppID)
+	} else {
+		s.byApp[w.AppID] = list
+	}
+}
+
+func (s *BadgerStore) writeWebhook(w *Webhook) error {
+	v, err := encodeWebhook(w)
+	if err != nil {
+		return err
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(webhookKey(w.AppID, w.ID), v) }); err != nil {
+		return fmt.Errorf("writing webhook: %w", unavailable(err))
+	}
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("syncing webhook: %w", unavailable(err))
+	}
+	return nil
+}
+
+// CreateWebhook stores a new webhook.
+func (s *BadgerStore) CreateWebhook(ctx context.Context, w *Webhook) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.writeWebhook(w); err != nil {
+		return err
+	}
+	c := *w
+	s.cachePut(&c)
+	return nil
+}
+
+// UpdateWebhook applies fn to a copy of the webhook and stores it.
+func (s *BadgerStore) UpdateWebhook(ctx context.Context, appID, id string, fn func(*Webhook) error) (*Webhook, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur, ok := s.webhooks[id]
+	if !ok || cur.AppID != appID {
+		return nil, ErrNotFound
+	}
+	w := *cur
+	w.Events = slices.Clone(cur.Events)
+	if err := fn(&w); err != nil {
+		return nil, err
+	}
+	if err := s.writeWebhook(&w); err != nil {
+		return nil, err
+	}
+	s.cachePut(&w)
+	c := w
+	return &c, nil
+}
+
+// DeleteWebhook removes the webhook now and its history in the background.
+// Its pending deliveries are dropped as the queue reaches them.
+func (s *BadgerStore) DeleteWebhook(ctx context.Context, appID, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w, ok := s.webhooks[id]
+	if !ok || w.AppID != appID {
+		return ErrNotFound
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(webhookKey(appID, id)) }); err != nil {
+		return fmt.Errorf("deleting webhook: %w", unavailable(err))
+	}
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("syncing webhook: %w", unavailable(err))
+	}
+	s.cacheDelete(w)
+	go s.dropHistory(id)
+	return nil
+}
+
+// dropHistory deletes a deleted webhook's finished deliveries. Pending
+// ones are left for Claim, which also drops their queue entries.
+func (s *BadgerStore) dropHistory(webhookID string) {
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	_ = s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: deliveryPrefix(webhookID), PrefetchValues: true, PrefetchSize: 100})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var pending bool
+			_ = it.Item().Value(func(v []byte) error {
+				pending = bytes.Contains(v, []byte(`"status":"pending"`))
+				return nil
+			})
+			if !pending {
+				_ = wb.Delete(it.Item().KeyCopy(nil))
+			}
+		}
+		return nil
+	})
+	_ = wb.Flush()
+}
+
+func copyWebhook(w *Webhook) *Webhook {
+	c := *w
+	c.Events = slices.Clone(w.Events)
+	return &c
+}
+
+// GetWebhook returns a webhook of the app.
+func (s *BadgerStore) GetWebhook(ctx context.Context, appID, id string) (*Webhook, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w, ok := s.webhooks[id]
+	if !ok || w.AppID != appID {
+		return nil, ErrNotFound
+	}
+	return copyWebhook(w), nil
+}
+
+// ListWebhooks returns an app's webhooks, oldest first.
+func (s *BadgerStore) ListWebhooks(ctx context.Context, appID string) ([]*Webhook, error) {
+	s.mu.Lock()
+	list := s.byApp[appID]
+	s.mu.Unlock()
+	out := make([]*Webhook, len(list))
+	for i, w := range list {
+		out[i] = copyWebhook(w)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// ListApps returns the ids of apps with webhooks, sorted.
+func (s *BadgerStore) ListApps(ctx context.Context) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	apps := make([]string, 0, len(s.byApp))
+	for a := range s.byApp {
+		apps = append(apps, a)
+	}
+	sort.Strings(apps)
+	return apps, nil
+}
+
+func (s *BadgerStore) cachedWebhook(id string) *Webhook {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if w, ok := s.webhooks[id]; ok {
+		return copyWebhook(w)
+	}
+	return nil
+}
+
+// ---- dispatch ----
+
+// Claim scans the due queue in time order.
+func (s *BadgerStore) Claim(ctx context.Context, now time.Time, limit int, admit func(string) bool) ([]*Job, time.Time, error) {
+	var (
+		jobs []*Job
+		next time.Time
+		gone [][]byte // queue entries of deleted webhooks, with their pending keys
+	)
+	s.claimMu.Lock()
+	defer s.claimMu.Unlock()
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixQueue})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			due, whID, id, ok := parseQueueKey(it.Item().Key())
+			if !ok {
+				continue
+			}
+			if due.After(now) {
+				next = due
+				return nil
+			}
+			if s.claimed[id] {
+				continue
+			}
+			if len(jobs) >= limit {
+				next = due
+				return nil
+			}
+			w := s.cachedWebhook(whID)
+			if w == nil {
+				var since []byte
+				_ = it.Item().Value(func(v []byte) error { since = slices.Clone(v); return nil })
+				gone = append(gone, it.Item().KeyCopy(nil))
+				if len(since) == 8 {
+					gone = append(gone, slices.Concat(prefixPending, since, []byte(id)))
+				}
+				continue
+			}
+			if !admit(whID) {
+				continue
+			}
+			j := &Job{Webhook: w, Due: due}
+			if item, err := txn.Get(deliveryKey(whID, id)); err == nil {
+				err = item.Value(func(v []byte) error {
+					d, since, err := decodeDelivery(v)
+					j.Delivery, j.PendingSince = d, since
+					return err
+				})
+				if err != nil {
+					return fmt.Errorf("reading delivery %s: %w", id, err)
+				}
+			} else if !errors.Is(err, badger.ErrKeyNotFound) {
+				return fmt.Errorf("reading delivery %s: %w", id, err)
+			}
+			if j.Delivery == nil {
+				j.Delivery = &Delivery{ID: id, WebhookID: whID}
+			} else if item, err := txn.Get(eventKey(j.Delivery.EventID)); err == nil {
+				err = item.Value(func(v []byte) error {
+					ev, err := decodeEvent(v)
+					j.Event = ev
+					return err
+				})
+				if err != nil {
+					return fmt.Errorf("reading event %s: %w", j.Delivery.EventID, err)
+				}
+			} else if !errors.Is(err, badger.ErrKeyNotFound) {
+				return fmt.Errorf("reading event %s: %w", j.Delivery.EventID, err)
+			}
+			s.claimed[id] = true
+			jobs = append(jobs, j)
+		}
+		return nil
+	})
+	if len(gone) > 0 {
+		var dropped int64
+		werr := s.db.Update(func(txn *badger.Txn) error {
+			for _, k := range gone {
+				if bytes.HasPrefix(k, prefixPending) {
+					dropped++
+				}
+				if err := txn.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if werr == nil {
+			s.pending.Add(-dropped)
+		}
+	}
+	return jobs, next, err
+}
+
+// Save writes the delivery after an attempt, moves or removes its queue
+// entry, and ends the claim.
+func (s *BadgerStore) Save(ctx context.Context, j *Job) error {
+	d := j.Delivery
+	defer s.unclaim(d.ID)
+	since := j.PendingSince
+	finished := d.Status != StatusPending
+	err := s.db.Update(func(txn *badger.Txn) error {
+		if err := txn.Delete(queueKey(j.Due, d.WebhookID, d.ID)); err != nil {
+			return err
+		}
+		if s.cachedWebhook(d.WebhookID) == nil {
+			// Deleted while in flight: drop it with the rest of its history.
+			if err := txn.Delete(pendingKey(since, d.ID)); err != nil {
+				return err
+			}
+			return txn.Delete(deliveryKey(d.WebhookID, d.ID))
+		}
+		var e *badger.Entry
+		if finished {
+			if err := txn.Delete(pendingKey(since, d.ID)); err != nil {
+				return err
+			}
+			v, err := encodeDelivery(d, time.Time{})
+			if err != nil {
+				return err
+			}
+			e = badger.NewEntry(deliveryKey(d.WebhookID, d.ID), v).WithTTL(time.Duration(s.history.Load()))
+		} else {
+			v, err := encodeDelivery(d, since)
+			if err != nil {
+				return err
+			}
+			e = badger.NewEntry(deliveryKey(d.WebhookID, d.ID), v)
+			if err := txn.Set(queueKey(*d.NextAttemptAt, d.WebhookID, d.ID), be64(since)); err != nil {
+				return err
+			}
+		}
+		return txn.SetEntry(e)
+	})
+	if err != nil {
+		return fmt.Errorf("saving delivery %s: %w", d.ID, unavailable(err))
+	}
+	if finished || s.cachedWebhook(d.WebhookID) == nil {
+		s.pending.Add(-1)
+	}
+	return nil
+}
+
+// Release ends a claim without an attempt. A claim whose delivery record
+// is gone also loses its queue entry.
+func (s *BadgerStore) Release(ctx context.Context, j *Job) error {
+	defer s.unclaim(j.Delivery.ID)
+	if j.Delivery.EventID != "" {
+		return nil
+	}
+	return s.db.Update(func(txn *badger.Txn) error {
+		return txn.Delete(queueKey(j.Due, j.Delivery.WebhookID, j.Delivery.ID))
+	})
+}
+
+func (s *BadgerStore) unclaim(id string) {
+	s.claimMu.Lock()
+	delete(s.claimed, id)
+	s.claimMu.Unlock()
+}
+
+// ---- history ----
+
+// Deliveries pages through a webhook's history, newest first.
+func (s *BadgerStore) Deliveries(ctx context.Context, appID, webhookID string, f DeliveryFilter) ([]*Delivery, string, error) {
+	var out []*Delivery
+	var cursor string
+	prefix := deliveryPrefix(webhookID)
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, Reverse: true, PrefetchValues: false})
+		defer it.Close()
+		start := slices.Concat(prefix, []byte{0xff})
+		if f.Cursor != "" {
+			start = deliveryKey(webhookID, f.Cursor)
+		}
+		for it.Seek(start); it.Valid(); it.Next() {
+			if f.Cursor != "" && bytes.Equal(it.Item().Key(), start) {
+				continue
+			}
+			var d *Delivery
+			err := it.Item().Value(func(v []byte) error {
+				var err error
+				d, _, err = decodeDelivery(v)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if d.AppID != appID || (f.Status != "" && d.Status != f.Status) || (f.Event != "" && d.Event != f.Event) {
+				continue
+			}
+			if len(out) == f.Limit {
+				cursor = out[len(out)-1].ID
+				return nil
+			}
+			out = append(out, d)
+		}
+		return nil
+	})
+	return out, cursor, err
+}
+
+// Delivery returns one delivery and its event (nil once expired).
+func (s *BadgerStore) Delivery(ctx context.Context, appID, webhookID, id string) (*Delivery, *Event, error) {
+	var d *Delivery
+	var ev *Event
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		d, _, err = getDelivery(txn, webhookID, id)
+		if err != nil {
+			return err
+		}
+		if d.AppID != appID {
+			return ErrNotFound
+		}
+		ev, err = getEvent(txn, d.EventID)
+		if errors.Is(err, ErrNotFound) {
+			err = nil
+		}
+		return err
+	})
+	return d, ev, err
+}
+
+func getDelivery(txn *badger.Txn, webhookID, id string) (*Delivery, time.Time, error) {
+	item, err := txn.Get(deliveryKey(webhookID, id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, time.Time{}, ErrNotFound
+	}
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	var d *Delivery
+	var since time.Time
+	err = item.Value(func(v []byte) error {
+		d, since, err = decodeDelivery(v)
+		return err
+	})
+	return d, since, err
+}
+
+func getEvent(txn *badger.Txn, id string) (*Event, error) {
+	item, err := txn.Get(eventKey(id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	var ev *Event
+	err = item.Value(func(v []byte) error {
+		ev, err = decodeEvent(v)
+		return err
+	})
+	return ev, err
+}
+
+// Requeue makes finished deliveries pending again, due now.
+func (s *BadgerStore) Requeue(ctx context.Context, appID, webhookID string, ids []string, now time.Time, check func(*Delivery) error) ([]*Delivery, error) {
+	if w := s.cachedWebhook(webhookID); w == nil || w.AppID != appID {
+		return nil, ErrNotFound
+	}
+	var out []*Delivery
+	evTTL := time.Duration(s.events.Load())
+	err := s.db.Update(func(txn *badger.Txn) error {
+		for _, id := range ids {
+			d, _, err := getDelivery(txn, webhookID, id)
+			if err != nil {
+				return err
+			}
+			if d.AppID != appID {
+				return ErrNotFound
+			}
+			if err := check(d); err != nil {
+				return err
+			}
+			ev, err := getEvent(txn, d.EventID)
+			if errors.Is(err, ErrNotFound) {
+				return fmt.Errorf("the event of delivery %s is no longer retained: %w", id, ErrConflict)
+			} else if err != nil {
+				return err
+			}
+			// The event must outlive the delivery's new attempt.
+			evv, err := encodeEvent(ev)
+			if err != nil {
+				return err
+			}
+			d.Status, d.NextAttemptAt, d.Resend, d.Round = StatusPending, &now, true, 0
+			v, err := encodeDelivery(d, now)
+			if err != nil {
+				return err
+			}
+			for _, e := range []*badger.Entry{
+				badger.NewEntry(eventKey(ev.ID), evv).WithTTL(evTTL),
+				badger.NewEntry(deliveryKey(webhookID, id), v),
+				badger.NewEntry(queueKey(now, webhookID, id), be64(now)),
+				badger.NewEntry(pendingKey(now, id), nil),
+			} {
+				if err := txn.SetEntry(e); err != nil {
+					return err
+				}
+			}
+			out = append(out, d)
+		}
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrConflict) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("requeueing: %w", unavailable(err))
+	}
+	if err := s.db.Sync(); err != nil {
+		return nil, fmt.Errorf("syncing: %w", unavailable(err))
+	}
+	s.pending.Add(int64(len(out)))
+	return out, nil
+}
+
+// FailedSince lists a webhook's failed deliveries created since a time.
+func (s *BadgerStore) FailedSince(ctx context.Context, appID, webhookID string, since time.Time) ([]string, error) {
+	if w := s.cachedWebhook(webhookID); w == nil || w.AppID != appID {
+		return nil, ErrNotFound
+	}
+	var ids []string
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: deliveryPrefix(webhookID), PrefetchValues: true, PrefetchSize: 100})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			err := it.Item().Value(func(v []byte) error {
+				d, _, err := decodeDelivery(v)
+				if err == nil && d.Status == StatusFailed && !d.CreatedAt.Before(since) {
+					ids = append(ids, d.ID)
+				}
+				return err
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return ids, err
+}
+
+// Stats reads the pending count and the oldest pending delivery.
+func (s *BadgerStore) Stats(ctx context.Context) (Stats, error) {
+	st := Stats{Pending: s.pending.Load()}
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixPending})
+		defer it.Close()
+		it.Rewind()
+		if it.Valid() {
+			k := it.Item().Key()[len(prefixPending):]
+			if len(k) >= 8 {
+				st.OldestPending = time.Unix(0, int64(binary.BigEndian.Uint64(k)))
+			}
+		}
+		return nil
+	})
+	return st, err
+}
+
+// badgerLogger passes Badger's warnings and errors to zap.
+type badgerLogger struct{ l *zap.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any) {
+	if b.l != nil {
+		b.l.Error(strings.TrimSpace(fmt.Sprintf(f, a...)))
+	}
+}
+
+func (b badgerLogger) Warningf(f string, a ...any) {
+	if b.l != nil {
+		b.l.Warn(strings.TrimSpace(fmt.Sprintf(f, a...)))
+	}
+}
+func (badgerLogger) Infof(string, ...any)  {}
+func (badgerLogger) Debugf(string, ...any) {}
+
+var _ Store = (*BadgerStore)(nil)

@@ -1,0 +1,421 @@
+package outbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-webhooks/caddy-webhooks/signature"
+)
+
+// MaxResponseBody is how much of an endpoint's answer the history keeps.
+const MaxResponseBody = 64 << 10
+
+// throttleFloor is the least wait after an answer that asks the sender to
+// slow down (429, 502, 503, 504) or a timeout, as Standard Webhooks advises.
+const throttleFloor = 60 * time.Second
+
+// maxRetryAfter bounds how far an endpoint's Retry-After can push a retry.
+const maxRetryAfter = 24 * time.Hour
+
+type dispatcher struct {
+	o      *Outbox
+	client *http.Client
+
+	jobs     chan *Job
+	free     chan struct{}
+	stopping atomic.Bool
+
+	mu       sync.Mutex
+	busy     map[string]int // claimed jobs per webhook
+	inflight int
+	workers  int
+	perHook  int
+}
+
+func newDispatcher(o *Outbox) *dispatcher {
+	d := &dispatcher{
+		o:    o,
+		free: make(chan struct{}, 1),
+		busy: map[string]int{},
+	}
+	dialer := &net.Dialer{
+		Timeout:   10 * time.Second,
+		KeepAlive: 30 * time.Second,
+		Control:   dialControl(func() []netip.Prefix { return o.options().AllowDestinations }),
+	}
+	d.client = &http.Client{
+		Transport: &http.Transport{
+			// No proxy: the destination check must see the real peer.
+			Proxy:                 nil,
+			DialContext:           dialer.DialContext,
+			ForceAttemptHTTP2:     true,
+			MaxIdleConns:          1024,
+			MaxIdleConnsPerHost:   64,
+			IdleConnTimeout:       90 * time.Second,
+			TLSHandshakeTimeout:   10 * time.Second,
+			ExpectContinueTimeout: time.Second,
+		},
+		// A redirect is a failure: the endpoint must answer itself.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	d.configure(o.options())
+	return d
+}
+
+func (d *dispatcher) configure(opts *Options) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.perHook = opts.MaxInFlightPerWebhook
+	if d.workers == 0 {
+		// The pool is sized once; a reload with another size takes
+		// effect at the next start.
+		d.workers = opts.Workers
+	}
+}
+
+// admit reserves a slot for a job of the webhook, unless it has its share.
+func (d *dispatcher) admit(webhookID string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.busy[webhookID] >= d.perHook {
+		return false
+	}
+	d.busy[webhookID]++
+	d.inflight++
+	return true
+}
+
+func (d *dispatcher) finish(webhookID string) {
+	d.mu.Lock()
+	if d.busy[webhookID]--; d.busy[webhookID] <= 0 {
+		delete(d.busy, webhookID)
+	}
+	d.inflight--
+	d.mu.Unlock()
+	select {
+	case d.free <- struct{}{}:
+	default:
+	}
+}
+
+func (d *dispatcher) run(ctx context.Context) {
+	log := d.o.options().Logger
+	d.mu.Lock()
+	n := d.workers
+	d.mu.Unlock()
+	// Claimed jobs wait here; twice the pool keeps workers busy between scans.
+	room := 2 * n
+	d.jobs = make(chan *Job, room)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range d.jobs {
+				if d.stopping.Load() {
+					_ = d.o.store.Release(context.Background(), j)
+				} else {
+					d.attempt(j)
+				}
+				d.finish(j.Delivery.WebhookID)
+			}
+		}()
+	}
+	defer func() {
+		d.stopping.Store(true)
+		close(d.jobs)
+		wg.Wait()
+	}()
+
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		d.mu.Lock()
+		free := room - d.inflight
+		d.mu.Unlock()
+		wait := time.Hour
+		if free > 0 {
+			jobs, next, err := d.o.store.Claim(ctx, time.Now(), free, d.admit)
+			if err != nil {
+				log.Error("claiming due deliveries", zap.Error(err))
+				wait = time.Second
+			}
+			for _, j := range jobs {
+				d.jobs <- j
+			}
+			if err == nil && len(jobs) == free {
+				continue
+			}
+			if !next.IsZero() {
+				wait = max(time.Until(next), 0)
+			}
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.o.wake:
+		case <-d.free:
+		case <-timer.C:
+		}
+	}
+}
+
+// attempt sends one delivery and records what happened.
+func (d *dispatcher) attempt(j *Job) {
+	opts := d.o.options()
+	dl, w := j.Delivery, j.Webhook
+	if dl.EventID == "" {
+		// The record vanished (its webhook was deleted); drop the entry.
+		_ = d.o.store.Release(context.Background(), j)
+		return
+	}
+	log := opts.Logger.With(zap.String("webhook_id", w.ID), zap.String("event_id", dl.EventID), zap.String("delivery_id", dl.ID))
+	now := time.Now()
+	switch {
+	case j.Event == nil:
+		dl.Attempts = append(dl.Attempts, Attempt{SentAt: now.UTC(), Error: "the event is no longer retained"})
+		d.finishDelivery(j, StatusFailed, log)
+		return
+	case !w.Enabled && !dl.Resend:
+		dl.Status, dl.NextAttemptAt = StatusSkipped, nil
+		d.save(j, log)
+		return
+	}
+
+	a, resp := d.send(w, j.Event, now, opts.Timeout)
+	dl.Attempts = append(dl.Attempts, a)
+	dl.Round++
+	success := a.ResponseStatusCode >= 200 && a.ResponseStatusCode < 300 && a.Error == ""
+	opts.Observer.AttemptFinished(dl.Event, success, time.Duration(a.DurationMs)*time.Millisecond)
+	log.Debug("delivery attempt",
+		zap.Int("attempt", len(dl.Attempts)),
+		zap.Int("status", a.ResponseStatusCode),
+		zap.Int64("duration_ms", a.DurationMs),
+		zap.String("error", a.Error))
+
+	if success {
+		dl.Status, dl.NextAttemptAt = StatusSucceeded, nil
+		d.save(j, log)
+		if !w.FailingSince.IsZero() {
+			d.markHealthy(w, log)
+		}
+		return
+	}
+
+	var blocked *BlockedError
+	switch {
+	case a.ResponseStatusCode == http.StatusGone:
+		d.disable(w, "gone", log)
+		d.finishDelivery(j, StatusFailed, log)
+		return
+	case resp.blocked || errors.As(resp.err, &blocked):
+		d.finishDelivery(j, StatusFailed, log)
+		return
+	}
+	if d.markFailing(w, now, opts.DisableAfter, log) {
+		d.finishDelivery(j, StatusFailed, log)
+		return
+	}
+	if dl.Resend || dl.Round > len(opts.RetrySchedule) {
+		d.finishDelivery(j, StatusFailed, log)
+		return
+	}
+	wait := jitter(opts.RetrySchedule[dl.Round-1])
+	if resp.throttled {
+		wait = max(wait, throttleFloor)
+	}
+	if resp.retryAfter > wait {
+		wait = min(resp.retryAfter, maxRetryAfter)
+	}
+	next := now.Add(wait)
+	dl.NextAttemptAt = &next
+	d.save(j, log)
+}
+
+func (d *dispatcher) finishDelivery(j *Job, s Status, log *zap.Logger) {
+	dl := j.Delivery
+	dl.Status, dl.NextAttemptAt = s, nil
+	d.save(j, log)
+	if s == StatusFailed {
+		d.o.options().Observer.DeliveryFailed(dl.Event)
+		last := dl.LastAttempt()
+		fields := []zap.Field{zap.Int("attempts", len(dl.Attempts))}
+		if last != nil {
+			fields = append(fields, zap.Int("status", last.ResponseStatusCode), zap.String("error", last.Error))
+		}
+		log.Warn("delivery failed", fields...)
+	}
+}
+
+func (d *dispatcher) save(j *Job, log *zap.Logger) {
+	if err := d.o.store.Save(context.Background(), j); err != nil {
+		// The claim ends either way; the delivery keeps its old queue
+		// entry and is attempted again, so nothing is lost.
+		log.Error("saving delivery", zap.Error(err))
+		_ = d.o.store.Release(context.Background(), j)
+	}
+}
+
+var errUnchanged = errors.New("unchanged")
+
+func (d *dispatcher) updateWebhook(w *Webhook, fn func(*Webhook) error, log *zap.Logger) {
+	_, err := d.o.store.UpdateWebhook(context.Background(), w.AppID, w.ID, fn)
+	if err != nil && !errors.Is(err, errUnchanged) && !errors.Is(err, ErrNotFound) {
+		log.Error("updating webhook state", zap.Error(err))
+	}
+}
+
+func (d *dispatcher) disable(w *Webhook, reason string, log *zap.Logger) {
+	d.updateWebhook(w, func(cur *Webhook) error {
+		if !cur.Enabled {
+			return errUnchanged
+		}
+		cur.Enabled, cur.DisabledReason = false, reason
+		return nil
+	}, log)
+	log.Warn("webhook disabled", zap.String("reason", reason))
+}
+
+// markFailing starts or continues a webhook's run of failures and reports
+// whether it has lasted long enough to disable the webhook.
+func (d *dispatcher) markFailing(w *Webhook, now time.Time, after time.Duration, log *zap.Logger) bool {
+	if w.FailingSince.IsZero() {
+		d.updateWebhook(w, func(cur *Webhook) error {
+			if !cur.FailingSince.IsZero() {
+				return errUnchanged
+			}
+			cur.FailingSince = now
+			return nil
+		}, log)
+		return false
+	}
+	if now.Sub(w.FailingSince) < after {
+		return false
+	}
+	d.disable(w, "failing", log)
+	return true
+}
+
+func (d *dispatcher) markHealthy(w *Webhook, log *zap.Logger) {
+	d.updateWebhook(w, func(cur *Webhook) error {
+		if cur.FailingSince.IsZero() {
+			return errUnchanged
+		}
+		cur.FailingSince = time.Time{}
+		return nil
+	}, log)
+}
+
+type sendResult struct {
+	err        error
+	blocked    bool
+	throttled  bool
+	retryAfter time.Duration
+}
+
+// send makes one signed POST of the event to the webhook.
+func (d *dispatcher) send(w *Webhook, ev *Event, now time.Time, timeout time.Duration) (Attempt, sendResult) {
+	var res sendResult
+	a := Attempt{SentAt: now.UTC()}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(ev.Body))
+	if err != nil {
+		a.Error = "building request: " + err.Error()
+		res.err = err
+		return a, res
+	}
+	req.Header = signedHeaders(w, ev, now)
+	start := time.Now()
+	resp, err := d.client.Do(req)
+	if err != nil {
+		a.DurationMs = time.Since(start).Milliseconds()
+		res.err = err
+		var blocked *BlockedError
+		var ue *url.Error
+		switch {
+		case errors.As(err, &blocked):
+			res.blocked = true
+			a.Error = blocked.Error()
+		case errors.As(err, &ue):
+			// The URL is left out: it may carry a token.
+			a.Error = ue.Err.Error()
+			if ue.Timeout() {
+				a.Error = "timed out after " + timeout.String()
+				res.throttled = true
+			}
+		default:
+			a.Error = err.Error()
+		}
+		return a, res
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBody))
+	// Drain a little more so the connection can be reused.
+	_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+	resp.Body.Close()
+	a.DurationMs = time.Since(start).Milliseconds()
+	a.ResponseStatusCode = resp.StatusCode
+	a.ResponseBody = string(body)
+	switch resp.StatusCode {
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		res.throttled = true
+	}
+	res.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	return a, res
+}
+
+// signedHeaders are the wire format's headers for one attempt.
+func signedHeaders(w *Webhook, ev *Event, now time.Time) http.Header {
+	h := make(http.Header, 6)
+	h["Content-Type"] = []string{"application/json"}
+	h["User-Agent"] = []string{"caddy-webhooks"}
+	h["Webhook-Id"] = []string{ev.ID}
+	h["Webhook-Timestamp"] = []string{strconv.FormatInt(now.Unix(), 10)}
+	if keys := w.signingKeys(now); len(keys) > 0 {
+		h["X-Signature"] = []string{signature.XSignature(keys[0], ev.Body)}
+		h["Webhook-Signature"] = []string{signature.StandardSignature(keys, ev.ID, now, ev.Body)}
+	}
+	return h
+}
+
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs < 0 {
+			return 0
+		}
+		return min(time.Duration(secs)*time.Second, maxRetryAfter)
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0)
+	}
+	return 0
+}
+
+// jitter spreads retries by ±20% so endpoints that fail together are not
+// hit together again.
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}

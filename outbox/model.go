@@ -1,0 +1,183 @@
+package outbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// DefaultEvents is the event catalog when none is configured.
+var DefaultEvents = []string{"app_build_created", "app_deployment_created", "job_created", "job_finished"}
+
+// DefaultRetrySchedule is the wait before each retry when none is configured.
+var DefaultRetrySchedule = []time.Duration{
+	5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour,
+	10 * time.Hour, 14 * time.Hour, 20 * time.Hour, 24 * time.Hour,
+}
+
+// Webhook is a subscription of one app: events of the listed types are
+// POSTed to URL, signed with Secret when it is set.
+type Webhook struct {
+	ID        string
+	AppID     string
+	Name      string
+	URL       string
+	Events    []string
+	Enabled   bool
+	CreatedAt time.Time
+	UpdatedAt time.Time
+
+	// Secret is write-only: MarshalJSON never shows it.
+	Secret string
+	// PreviousSecret stays valid until PreviousSecretUntil after a rotation,
+	// so receivers can roll their configuration without dropping requests.
+	PreviousSecret      string
+	PreviousSecretUntil time.Time
+	// FailingSince is when the current run of failed deliveries started;
+	// zero after a success.
+	FailingSince time.Time
+	// DisabledReason says why the sender disabled the webhook ("gone",
+	// "failing"); empty when a user did or it is enabled.
+	DisabledReason string
+}
+
+// Subscribes reports whether the webhook wants events of type ev.
+func (w *Webhook) Subscribes(ev string) bool {
+	for _, e := range w.Events {
+		if e == ev {
+			return true
+		}
+	}
+	return false
+}
+
+// signingKeys returns the keys to sign with: the current secret, then the
+// previous one while its grace lasts.
+func (w *Webhook) signingKeys(now time.Time) [][]byte {
+	if w.Secret == "" {
+		return nil
+	}
+	keys := [][]byte{[]byte(w.Secret)}
+	if w.PreviousSecret != "" && now.Before(w.PreviousSecretUntil) {
+		keys = append(keys, []byte(w.PreviousSecret))
+	}
+	return keys
+}
+
+// webhookView is the public shape of a webhook: the secret never leaves.
+type webhookView struct {
+	ID             string    `json:"id"`
+	AppID          string    `json:"appId"`
+	Name           string    `json:"name"`
+	URL            string    `json:"url"`
+	Events         []string  `json:"events"`
+	HasSecret      bool      `json:"hasSecret"`
+	Enabled        bool      `json:"enabled"`
+	DisabledReason string    `json:"disabledReason,omitempty"`
+	CreatedAt      time.Time `json:"createdAt"`
+	UpdatedAt      time.Time `json:"updatedAt"`
+}
+
+// MarshalJSON renders the API view, which says whether a secret is set but
+// never what it is.
+func (w *Webhook) MarshalJSON() ([]byte, error) {
+	return json.Marshal(webhookView{
+		ID: w.ID, AppID: w.AppID, Name: w.Name, URL: w.URL, Events: w.Events,
+		HasSecret: w.Secret != "", Enabled: w.Enabled, DisabledReason: w.DisabledReason,
+		CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt,
+	})
+}
+
+// Event is what a service posted, kept byte for byte.
+type Event struct {
+	ID         string          `json:"id"`
+	AppID      string          `json:"appId"`
+	Type       string          `json:"event"`
+	ReceivedAt time.Time       `json:"receivedAt"`
+	Body       json.RawMessage `json:"body"`
+}
+
+// Status is where a delivery stands.
+type Status string
+
+// Delivery statuses.
+const (
+	StatusPending   Status = "pending"
+	StatusSucceeded Status = "succeeded"
+	StatusFailed    Status = "failed"
+	// StatusSkipped is a delivery recorded while its webhook was disabled;
+	// it can be resent once the webhook is enabled again.
+	StatusSkipped Status = "skipped"
+)
+
+// Delivery is one event to one webhook.
+type Delivery struct {
+	ID            string     `json:"id"`
+	AppID         string     `json:"appId"`
+	WebhookID     string     `json:"webhookId"`
+	EventID       string     `json:"eventId"`
+	Event         string     `json:"event"`
+	Status        Status     `json:"status"`
+	CreatedAt     time.Time  `json:"createdAt"`
+	NextAttemptAt *time.Time `json:"nextAttemptAt,omitempty"`
+	Attempts      []Attempt  `json:"attemptLog"`
+	// Round counts attempts in the current retry round; a resend starts a
+	// round of one attempt.
+	Round  int  `json:"-"`
+	Resend bool `json:"-"`
+}
+
+// Attempt is one HTTP request of a delivery.
+type Attempt struct {
+	SentAt             time.Time `json:"sentAt"`
+	ResponseStatusCode int       `json:"responseStatusCode,omitempty"`
+	ResponseBody       string    `json:"responseBody,omitempty"`
+	Error              string    `json:"error,omitempty"`
+	DurationMs         int64     `json:"durationMs"`
+}
+
+// LastAttempt returns the latest attempt, or nil before the first.
+func (d *Delivery) LastAttempt() *Attempt {
+	if len(d.Attempts) == 0 {
+		return nil
+	}
+	return &d.Attempts[len(d.Attempts)-1]
+}
+
+// ValidationError is bad input; Field names what is wrong.
+type ValidationError struct {
+	Field   string
+	Message string
+}
+
+func (e *ValidationError) Error() string {
+	if e.Field == "" {
+		return e.Message
+	}
+	return fmt.Sprintf("%s: %s", e.Field, e.Message)
+}
+
+func invalid(field, format string, args ...any) error {
+	return &ValidationError{Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// UnknownEventError is an event type outside the catalog.
+type UnknownEventError struct{ Type string }
+
+func (e *UnknownEventError) Error() string {
+	return fmt.Sprintf("event type %q is not in the catalog", e.Type)
+}
+
+var (
+	// ErrNotFound is a webhook or delivery that does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict is a request that does not fit the current state, such as
+	// resending a delivery that is still pending.
+	ErrConflict = errors.New("conflict")
+	// ErrClosed is an operation on a closed outbox.
+	ErrClosed = errors.New("outbox closed")
+	// ErrUnavailable is a store that cannot commit (disk full, I/O error);
+	// the caller should retry later.
+	ErrUnavailable = errors.New("store unavailable")
+)

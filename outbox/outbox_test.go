@@ -1,0 +1,251 @@
+package outbox
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddy-webhooks/caddy-webhooks/signature"
+)
+
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+
+func openTest(t *testing.T, opts Options) *Outbox {
+	t.Helper()
+	s, err := OpenBadger(t.TempDir(), BadgerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.AllowDestinations == nil {
+		opts.AllowDestinations = loopback
+	}
+	o := New(s, opts)
+	o.Start()
+	t.Cleanup(func() { o.Close() })
+	return o
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestDeliverySignedAndRecorded(t *testing.T) {
+	type got struct {
+		body []byte
+		h    http.Header
+	}
+	ch := make(chan got, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		ch <- got{b, r.Header}
+		w.WriteHeader(200)
+		io.WriteString(w, "thanks")
+	}))
+	defer srv.Close()
+	o := openTest(t, Options{})
+	ctx := context.Background()
+	w, err := o.CreateWebhook(ctx, "app1", WebhookInput{Name: ptr("ci"), URL: ptr(srv.URL), Events: &[]string{"job_finished"}, Secret: ptr("s3cret")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"event":"job_finished",  "data":{"appId":"app1","x":1}}`)
+	res, err := o.Ingest(ctx, body, "")
+	if err != nil || res.Deliveries != 1 {
+		t.Fatalf("ingest: %+v %v", res, err)
+	}
+	var g got
+	select {
+	case g = <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no delivery")
+	}
+	if string(g.body) != string(body) {
+		t.Fatalf("body changed: %s", g.body)
+	}
+	if g.h.Get("X-Signature") != signature.XSignature([]byte("s3cret"), body) {
+		t.Fatalf("X-Signature %q", g.h.Get("X-Signature"))
+	}
+	if g.h.Get("webhook-id") != res.ID {
+		t.Fatalf("webhook-id %q want %q", g.h.Get("webhook-id"), res.ID)
+	}
+	ts := g.h.Get("webhook-timestamp")
+	key, _ := signature.StandardKey("whsec_" + base64.StdEncoding.EncodeToString([]byte("s3cret")))
+	want := "v1," + base64.StdEncoding.EncodeToString(signature.HMACSHA256(key, []byte(res.ID+"."+ts+"."), body))
+	if g.h.Get("webhook-signature") != want {
+		t.Fatalf("webhook-signature %q want %q", g.h.Get("webhook-signature"), want)
+	}
+	var ds []*Delivery
+	waitFor(t, "succeeded delivery", func() bool {
+		ds, _, _ = o.Deliveries(ctx, "app1", w.ID, DeliveryFilter{})
+		return len(ds) == 1 && ds[0].Status == StatusSucceeded
+	})
+	a := ds[0].LastAttempt()
+	if a.ResponseStatusCode != 200 || a.ResponseBody != "thanks" || a.SentAt.IsZero() {
+		t.Fatalf("attempt %+v", a)
+	}
+	if _, ev, _ := o.Delivery(ctx, "app1", w.ID, ds[0].ID); ev == nil || string(ev.Body) != string(body) {
+		t.Fatalf("event body not kept byte for byte: %v", ev)
+	}
+}
+
+func TestRetryThenSucceedAndResend(t *testing.T) {
+	var n, fail atomic.Int32
+	fail.Store(2)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) <= fail.Load() {
+			w.WriteHeader(500)
+			return
+		}
+		w.WriteHeader(204)
+	}))
+	defer srv.Close()
+	o := openTest(t, Options{RetrySchedule: []time.Duration{20 * time.Millisecond, 20 * time.Millisecond}})
+	ctx := context.Background()
+	w, _ := o.CreateWebhook(ctx, "a", WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}})
+	if _, err := o.Ingest(ctx, []byte(`{"event":"job_created","data":{"appId":"a"}}`), ""); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "success after two failures", func() bool {
+		ds, _, _ := o.Deliveries(ctx, "a", w.ID, DeliveryFilter{})
+		return len(ds) == 1 && ds[0].Status == StatusSucceeded && len(ds[0].Attempts) == 3
+	})
+
+	// Always failing: exhausts the schedule, then a resend delivers it.
+	fail.Store(1 << 30)
+	if _, err := o.Ingest(ctx, []byte(`{"event":"job_created","data":{"appId":"a"}}`), ""); err != nil {
+		t.Fatal(err)
+	}
+	var failed *Delivery
+	waitFor(t, "failed delivery", func() bool {
+		ds, _, _ := o.Deliveries(ctx, "a", w.ID, DeliveryFilter{Status: StatusFailed})
+		if len(ds) == 1 {
+			failed = ds[0]
+		}
+		return failed != nil
+	})
+	if len(failed.Attempts) != 3 {
+		t.Fatalf("failed after %d attempts, want 3", len(failed.Attempts))
+	}
+	fail.Store(0)
+	if _, err := o.Resend(ctx, "a", w.ID, failed.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "resent delivery", func() bool {
+		d, _, _ := o.Delivery(ctx, "a", w.ID, failed.ID)
+		return d.Status == StatusSucceeded && len(d.Attempts) == 4
+	})
+	if _, err := o.Resend(ctx, "a", w.ID, "nope"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("resend of unknown delivery: %v", err)
+	}
+}
+
+func TestGroupCommitConcurrentIngest(t *testing.T) {
+	o := openTest(t, Options{})
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 500)
+	for i := range 500 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := o.Ingest(ctx, []byte(fmt.Sprintf(`{"event":"job_created","data":{"appId":"a","n":%d}}`, i)), "")
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	o := openTest(t, Options{})
+	ctx := context.Background()
+	o.CreateWebhook(ctx, "a", WebhookInput{Name: ptr("n"), URL: ptr("http://127.0.0.1:1/"), Events: &[]string{"job_created"}})
+	body := []byte(`{"event":"job_created","data":{"appId":"a"}}`)
+	r1, err := o.Ingest(ctx, body, "k1")
+	if err != nil || r1.Duplicate {
+		t.Fatal(r1, err)
+	}
+	r2, err := o.Ingest(ctx, body, "k1")
+	if err != nil || !r2.Duplicate || r2.ID != r1.ID || r2.Deliveries != 1 {
+		t.Fatalf("repeat: %+v %v, first %+v", r2, err, r1)
+	}
+	if st, _ := o.Store().Stats(ctx); st.Pending != 1 {
+		t.Fatalf("pending %d after a repeated key, want 1", st.Pending)
+	}
+}
+
+func TestParseEvent(t *testing.T) {
+	for _, tc := range []struct{ body, field string }{
+		{`{`, ""},
+		{`{"data":{"appId":"a"}}`, "event"},
+		{`{"event":"x"}`, "data"},
+		{`{"event":"x","data":null}`, "data"},
+		{`{"event":"x","data":[1]}`, "data"},
+		{`{"event":"x","data":{}}`, "data.appId"},
+		{`{"event":"x","data":{"appId":5}}`, "data.appId"},
+	} {
+		_, _, err := ParseEvent([]byte(tc.body))
+		var ve *ValidationError
+		if !errors.As(err, &ve) || ve.Field != tc.field {
+			t.Errorf("ParseEvent(%s) = %v, want error on field %q", tc.body, err, tc.field)
+		}
+	}
+}
+
+func TestWebhookValidation(t *testing.T) {
+	o := openTest(t, Options{AllowDestinations: []netip.Prefix{}})
+	ctx := context.Background()
+	for _, tc := range []struct {
+		in    WebhookInput
+		field string
+	}{
+		{WebhookInput{URL: ptr("https://x.test"), Events: &[]string{"job_created"}}, "name"},
+		{WebhookInput{Name: ptr(" "), URL: ptr("https://x.test"), Events: &[]string{"job_created"}}, "name"},
+		{WebhookInput{Name: ptr("n"), URL: ptr("ftp://x.test"), Events: &[]string{"job_created"}}, "url"},
+		{WebhookInput{Name: ptr("n"), URL: ptr("https://x.test"), Events: &[]string{}}, "events"},
+		{WebhookInput{Name: ptr("n"), URL: ptr("https://x.test"), Events: &[]string{"nope"}}, "events"},
+		{WebhookInput{Name: ptr("n"), URL: ptr("http://127.0.0.1/"), Events: &[]string{"job_created"}}, "url"},
+		{WebhookInput{Name: ptr("n"), URL: ptr("http://[::ffff:169.254.169.254]/"), Events: &[]string{"job_created"}}, "url"},
+	} {
+		_, err := o.CreateWebhook(ctx, "a", tc.in)
+		var ve *ValidationError
+		if !errors.As(err, &ve) || ve.Field != tc.field {
+			t.Errorf("create %+v: %v, want error on %q", tc.in, err, tc.field)
+		}
+	}
+	if apps, _ := o.ListApps(ctx); len(apps) != 0 {
+		t.Fatalf("rejected creates stored webhooks: %v", apps)
+	}
+}
+
+func TestSecretNeverMarshalled(t *testing.T) {
+	w := &Webhook{ID: "1", Secret: "topsecret", PreviousSecret: "old"}
+	b, _ := w.MarshalJSON()
+	if strings.Contains(string(b), "topsecret") || strings.Contains(string(b), "old") || !strings.Contains(string(b), `"hasSecret":true`) {
+		t.Fatalf("webhook JSON %s", b)
+	}
+}

@@ -1,0 +1,99 @@
+package outbox
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// Store is what the outbox needs from durable storage. The embedded Badger
+// store implements it; a shared database can implement it for a fleet of
+// sidecars without changes to the dispatcher or the Caddy glue.
+type Store interface {
+	io.Closer
+
+	// Commit writes a batch of ingested events with their deliveries in one
+	// durable transaction: when it returns nil, a crash loses none of them.
+	// An Ingest whose idempotency key was seen before is not written; its
+	// Result is filled with the first event's id and delivery count.
+	Commit(ctx context.Context, batch []*Ingest) error
+
+	// Webhooks, by app.
+	CreateWebhook(ctx context.Context, w *Webhook) error
+	// UpdateWebhook reads the webhook, applies fn and writes it back
+	// atomically. fn may return an error to abort.
+	UpdateWebhook(ctx context.Context, appID, id string, fn func(*Webhook) error) (*Webhook, error)
+	DeleteWebhook(ctx context.Context, appID, id string) error
+	GetWebhook(ctx context.Context, appID, id string) (*Webhook, error)
+	ListWebhooks(ctx context.Context, appID string) ([]*Webhook, error)
+	// ListApps returns the ids of apps that have webhooks.
+	ListApps(ctx context.Context) ([]string, error)
+
+	// Claim returns up to limit deliveries due at now that no one is
+	// working on, and marks them claimed until Save or Release. Before it
+	// takes a delivery it asks admit, which may refuse one whose webhook has
+	// enough attempts in flight; every delivery admitted is returned. It
+	// also returns when the next unclaimed delivery falls due (zero if none).
+	Claim(ctx context.Context, now time.Time, limit int, admit func(webhookID string) bool) ([]*Job, time.Time, error)
+	// Save writes a claimed delivery back after an attempt and ends the
+	// claim. A pending delivery is queued again for NextAttemptAt.
+	Save(ctx context.Context, j *Job) error
+	// Release ends a claim without an attempt.
+	Release(ctx context.Context, j *Job) error
+
+	// Deliveries returns a webhook's history, newest first.
+	Deliveries(ctx context.Context, appID, webhookID string, f DeliveryFilter) ([]*Delivery, string, error)
+	// Delivery returns one delivery with its event.
+	Delivery(ctx context.Context, appID, webhookID, id string) (*Delivery, *Event, error)
+	// Requeue makes finished deliveries pending again, due at now, after
+	// check approves each; it returns the deliveries requeued.
+	Requeue(ctx context.Context, appID, webhookID string, ids []string, now time.Time, check func(*Delivery) error) ([]*Delivery, error)
+	// FailedSince returns the ids of a webhook's failed deliveries created
+	// at or after since.
+	FailedSince(ctx context.Context, appID, webhookID string, since time.Time) ([]string, error)
+
+	// Stats counts pending deliveries and says when the oldest was created.
+	Stats(ctx context.Context) (Stats, error)
+}
+
+// Ingest is one event to commit with its deliveries.
+type Ingest struct {
+	Event          *Event
+	Deliveries     []*Delivery
+	IdempotencyKey string
+	// Result is filled by Commit.
+	Result IngestResult
+}
+
+// IngestResult is what ingest answers.
+type IngestResult struct {
+	ID         string `json:"id"`
+	Deliveries int    `json:"deliveries"`
+	// Duplicate is set when an idempotency key matched an earlier event.
+	Duplicate bool `json:"-"`
+}
+
+// Job is a claimed delivery with what it takes to attempt it.
+type Job struct {
+	Delivery *Delivery
+	Event    *Event
+	Webhook  *Webhook // nil when the webhook was deleted
+	// Due is the time the delivery was queued for and PendingSince when it
+	// became pending; stores use them to find their index entries again.
+	Due          time.Time
+	PendingSince time.Time
+}
+
+// DeliveryFilter narrows a history listing.
+type DeliveryFilter struct {
+	Status Status
+	Event  string
+	Limit  int
+	Cursor string // the id of the last delivery of the previous page
+}
+
+// Stats describe the queue.
+type Stats struct {
+	Pending       int64
+	OldestPending time.Time // zero when nothing is pending
+}
