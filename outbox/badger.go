@@ -23,7 +23,7 @@ import (
 //	w/<appId>\x00<webhookId>           webhook record (with its secret)
 //	e/<eventId>                        event: meta length, meta JSON, raw body
 //	d/<webhookId>/<deliveryId>         delivery record (the history)
-//	q/<due:8>/<webhookId>/<deliveryId> due queue; value: pending-since (8)
+//	q/<webhookId>/<due:8><deliveryId>  due queue per webhook; value: pending-since (8)
 //	p/<since:8>/<deliveryId>           pending set, oldest first (for metrics)
 //	i/<appId>\x00<key>                 idempotency key -> IngestResult, 24h TTL
 var (
@@ -61,8 +61,16 @@ type BadgerStore struct {
 	webhooks map[string]*Webhook
 	byApp    map[string][]*Webhook
 
+	// claimMu guards claimed and heads. Claim holds it for its whole scan,
+	// and writers update heads under it after their commit, so a scan on
+	// an older snapshot cannot erase the hint of a newer entry.
 	claimMu sync.Mutex
 	claimed map[string]bool // delivery ids
+	// heads maps a webhook to a time no earlier than its first queue entry
+	// (claimed ones included); no key means its queue is empty. Claim only
+	// visits queues whose head is due, so a backlog behind a slow endpoint
+	// costs nothing to the others.
+	heads map[string]time.Time
 
 	pending atomic.Int64
 	gcStop  chan struct{}
@@ -106,6 +114,7 @@ func OpenBadger(dir string, opts BadgerOptions) (*BadgerStore, error) {
 		webhooks: map[string]*Webhook{},
 		byApp:    map[string][]*Webhook{},
 		claimed:  map[string]bool{},
+		heads:    map[string]time.Time{},
 		gcStop:   make(chan struct{}),
 		gcDone:   make(chan struct{}),
 	}
@@ -131,6 +140,9 @@ func (s *BadgerStore) load() error {
 			s.cachePut(&w)
 		}
 		it.Close()
+		if err := s.loadHeads(txn); err != nil {
+			return err
+		}
 		pit := txn.NewIterator(badger.IteratorOptions{Prefix: prefixPending})
 		defer pit.Close()
 		var n int64
@@ -140,6 +152,31 @@ func (s *BadgerStore) load() error {
 		s.pending.Store(n)
 		return nil
 	})
+}
+
+// loadHeads reads the first entry of each webhook's queue, jumping from
+// queue to queue. Queues of webhooks deleted before a crash finished their
+// cleanup are cleaned now.
+func (s *BadgerStore) loadHeads(txn *badger.Txn) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixQueue})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); {
+		k := it.Item().Key()[len(prefixQueue):]
+		whID, rest, ok := strings.Cut(string(k), "/")
+		if !ok {
+			it.Next()
+			continue
+		}
+		if due, _, ok := parseQueueEntry([]byte(rest)); ok {
+			if _, known := s.webhooks[whID]; known {
+				s.heads[whID] = due
+			} else {
+				go s.dropQueue(whID)
+			}
+		}
+		it.Seek(slices.Concat(prefixQueue, []byte(whID), []byte{'/' + 1}))
+	}
+	return nil
 }
 
 // SetRetention sets how long finished deliveries and events are kept.
@@ -281,18 +318,20 @@ func be64(t time.Time) []byte {
 	return b[:]
 }
 
-func queueKey(due time.Time, webhookID, id string) []byte {
-	return slices.Concat(prefixQueue, be64(due), []byte(webhookID), []byte{'/'}, []byte(id))
+func queuePrefix(webhookID string) []byte {
+	return slices.Concat(prefixQueue, []byte(webhookID), []byte{'/'})
 }
 
-func parseQueueKey(k []byte) (due time.Time, webhookID, id string, ok bool) {
-	k = k[len(prefixQueue):]
-	if len(k) < 8 {
-		return
+func queueKey(due time.Time, webhookID, id string) []byte {
+	return slices.Concat(queuePrefix(webhookID), be64(due), []byte(id))
+}
+
+// parseQueueEntry splits what follows a webhook's queue prefix.
+func parseQueueEntry(rest []byte) (due time.Time, id string, ok bool) {
+	if len(rest) <= 8 {
+		return time.Time{}, "", false
 	}
-	due = time.Unix(0, int64(binary.BigEndian.Uint64(k)))
-	webhookID, id, ok = strings.Cut(string(k[8:]), "/")
-	return
+	return time.Unix(0, int64(binary.BigEndian.Uint64(rest))), string(rest[8:]), true
 }
 
 func pendingKey(since time.Time, id string) []byte {
@@ -361,6 +400,18 @@ func (s *BadgerStore) Commit(ctx context.Context, batch []*Ingest) error {
 		return fmt.Errorf("syncing events: %w", unavailable(err))
 	}
 	s.pending.Add(added)
+	s.claimMu.Lock()
+	for _, in := range batch {
+		if in.Result.Duplicate {
+			continue
+		}
+		for _, d := range in.Deliveries {
+			if d.Status == StatusPending {
+				s.queued(d.WebhookID, *d.NextAttemptAt)
+			}
+		}
+	}
+	s.claimMu.Unlock()
 	return nil
 }
 
@@ -496,12 +547,15 @@ func (s *BadgerStore) DeleteWebhook(ctx context.Context, appID, id string) error
 		return fmt.Errorf("syncing webhook: %w", unavailable(err))
 	}
 	s.cacheDelete(w)
-	go s.dropHistory(id)
+	go func() {
+		s.dropQueue(id)
+		s.dropHistory(id)
+	}()
 	return nil
 }
 
-// dropHistory deletes a deleted webhook's finished deliveries. Pending
-// ones are left for Claim, which also drops their queue entries.
+// dropHistory deletes a deleted webhook's finished deliveries; pending ones
+// in flight are dropped by Save when their attempt ends.
 func (s *BadgerStore) dropHistory(webhookID string) {
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
@@ -576,97 +630,140 @@ func (s *BadgerStore) cachedWebhook(id string) *Webhook {
 
 // ---- dispatch ----
 
-// Claim scans the due queue in time order.
+// Claim visits the queues whose head is due, in random order, and takes
+// their due entries until admit refuses or limit is reached.
 func (s *BadgerStore) Claim(ctx context.Context, now time.Time, limit int, admit func(string) bool) ([]*Job, time.Time, error) {
-	var (
-		jobs []*Job
-		next time.Time
-		gone [][]byte // queue entries of deleted webhooks, with their pending keys
-	)
 	s.claimMu.Lock()
 	defer s.claimMu.Unlock()
+	var jobs []*Job
 	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixQueue})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			due, whID, id, ok := parseQueueKey(it.Item().Key())
-			if !ok {
-				continue
-			}
-			if due.After(now) {
-				next = due
-				return nil
-			}
-			if s.claimed[id] {
-				continue
-			}
+		for whID, head := range s.heads {
 			if len(jobs) >= limit {
-				next = due
 				return nil
+			}
+			if head.After(now) {
+				continue
 			}
 			w := s.cachedWebhook(whID)
 			if w == nil {
-				var since []byte
-				_ = it.Item().Value(func(v []byte) error { since = slices.Clone(v); return nil })
-				gone = append(gone, it.Item().KeyCopy(nil))
-				if len(since) == 8 {
-					gone = append(gone, slices.Concat(prefixPending, since, []byte(id)))
-				}
+				delete(s.heads, whID)
 				continue
 			}
-			if !admit(whID) {
-				continue
+			var err error
+			jobs, err = s.claimQueue(txn, w, now, limit, jobs, admit)
+			if err != nil {
+				return err
 			}
-			j := &Job{Webhook: w, Due: due}
-			if item, err := txn.Get(deliveryKey(whID, id)); err == nil {
-				err = item.Value(func(v []byte) error {
-					d, since, err := decodeDelivery(v)
-					j.Delivery, j.PendingSince = d, since
-					return err
-				})
-				if err != nil {
-					return fmt.Errorf("reading delivery %s: %w", id, err)
-				}
-			} else if !errors.Is(err, badger.ErrKeyNotFound) {
-				return fmt.Errorf("reading delivery %s: %w", id, err)
-			}
-			if j.Delivery == nil {
-				j.Delivery = &Delivery{ID: id, WebhookID: whID}
-			} else if item, err := txn.Get(eventKey(j.Delivery.EventID)); err == nil {
-				err = item.Value(func(v []byte) error {
-					ev, err := decodeEvent(v)
-					j.Event = ev
-					return err
-				})
-				if err != nil {
-					return fmt.Errorf("reading event %s: %w", j.Delivery.EventID, err)
-				}
-			} else if !errors.Is(err, badger.ErrKeyNotFound) {
-				return fmt.Errorf("reading event %s: %w", j.Delivery.EventID, err)
-			}
-			s.claimed[id] = true
-			jobs = append(jobs, j)
 		}
 		return nil
 	})
-	if len(gone) > 0 {
-		var dropped int64
-		werr := s.db.Update(func(txn *badger.Txn) error {
-			for _, k := range gone {
-				if bytes.HasPrefix(k, prefixPending) {
-					dropped++
-				}
-				if err := txn.Delete(k); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if werr == nil {
-			s.pending.Add(-dropped)
+	var next time.Time
+	for _, h := range s.heads {
+		if h.After(now) && (next.IsZero() || h.Before(next)) {
+			next = h
 		}
 	}
+	if len(jobs) >= limit {
+		// More may be due right away.
+		next = now
+	}
 	return jobs, next, err
+}
+
+// claimQueue takes due entries from one webhook's queue and moves its head
+// to the first entry it left.
+func (s *BadgerStore) claimQueue(txn *badger.Txn, w *Webhook, now time.Time, limit int, jobs []*Job, admit func(string) bool) ([]*Job, error) {
+	prefix := queuePrefix(w.ID)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	empty, head := true, time.Time{}
+	for it.Rewind(); it.Valid(); it.Next() {
+		due, id, ok := parseQueueEntry(it.Item().Key()[len(prefix):])
+		if !ok {
+			continue
+		}
+		if empty {
+			empty, head = false, due
+		}
+		if s.claimed[id] {
+			continue
+		}
+		if due.After(now) || len(jobs) >= limit || !admit(w.ID) {
+			break
+		}
+		j, err := loadJob(txn, w, due, id)
+		if err != nil {
+			return jobs, err
+		}
+		s.claimed[id] = true
+		jobs = append(jobs, j)
+	}
+	if empty {
+		delete(s.heads, w.ID)
+	} else {
+		s.heads[w.ID] = head
+	}
+	return jobs, nil
+}
+
+// loadJob reads a queued delivery and its event. A delivery whose record
+// is gone comes back with an empty EventID, for the caller to release.
+func loadJob(txn *badger.Txn, w *Webhook, due time.Time, id string) (*Job, error) {
+	j := &Job{Webhook: w, Due: due}
+	d, since, err := getDelivery(txn, w.ID, id)
+	if errors.Is(err, ErrNotFound) {
+		j.Delivery = &Delivery{ID: id, WebhookID: w.ID}
+		return j, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading delivery %s: %w", id, err)
+	}
+	j.Delivery, j.PendingSince = d, since
+	j.Event, err = getEvent(txn, d.EventID)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("reading event %s: %w", d.EventID, err)
+	}
+	return j, nil
+}
+
+// queued records that a webhook's queue has an entry due at due.
+func (s *BadgerStore) queued(webhookID string, due time.Time) {
+	if h, ok := s.heads[webhookID]; !ok || due.Before(h) {
+		s.heads[webhookID] = due
+	}
+}
+
+// dropQueue deletes a deleted webhook's queue and pending entries.
+func (s *BadgerStore) dropQueue(webhookID string) {
+	s.claimMu.Lock()
+	defer s.claimMu.Unlock()
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	var dropped int64
+	prefix := queuePrefix(webhookID)
+	_ = s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			_, id, ok := parseQueueEntry(it.Item().Key()[len(prefix):])
+			if !ok || s.claimed[id] {
+				// A claimed entry is dropped by Save when its attempt ends.
+				continue
+			}
+			_ = wb.Delete(it.Item().KeyCopy(nil))
+			_ = it.Item().Value(func(v []byte) error {
+				if len(v) == 8 {
+					_ = wb.Delete(slices.Concat(prefixPending, v, []byte(id)))
+				}
+				return nil
+			})
+			dropped++
+		}
+		return nil
+	})
+	if wb.Flush() == nil {
+		s.pending.Add(-dropped)
+	}
 }
 
 // Save writes the delivery after an attempt, moves or removes its queue
@@ -714,6 +811,10 @@ func (s *BadgerStore) Save(ctx context.Context, j *Job) error {
 	}
 	if finished || s.cachedWebhook(d.WebhookID) == nil {
 		s.pending.Add(-1)
+	} else {
+		s.claimMu.Lock()
+		s.queued(d.WebhookID, *d.NextAttemptAt)
+		s.claimMu.Unlock()
 	}
 	return nil
 }
@@ -891,6 +992,11 @@ func (s *BadgerStore) Requeue(ctx context.Context, appID, webhookID string, ids 
 		return nil, fmt.Errorf("syncing: %w", unavailable(err))
 	}
 	s.pending.Add(int64(len(out)))
+	if len(out) > 0 {
+		s.claimMu.Lock()
+		s.queued(webhookID, now)
+		s.claimMu.Unlock()
+	}
 	return out, nil
 }
 

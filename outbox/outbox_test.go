@@ -249,3 +249,36 @@ func TestSecretNeverMarshalled(t *testing.T) {
 		t.Fatalf("webhook JSON %s", b)
 	}
 }
+
+// A hanging endpoint holds at most its share of workers; the others keep
+// flowing.
+func TestSlowEndpointIsolated(t *testing.T) {
+	release := make(chan struct{})
+	var hung atomic.Int32
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hung.Add(1)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer slow.Close()
+	defer close(release)
+	var fast atomic.Int32
+	healthy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fast.Add(1) }))
+	defer healthy.Close()
+	o := openTest(t, Options{Workers: 16, MaxInFlightPerWebhook: 4, Timeout: time.Minute})
+	ctx := context.Background()
+	o.CreateWebhook(ctx, "slow", WebhookInput{Name: ptr("s"), URL: ptr(slow.URL), Events: &[]string{"job_created"}})
+	o.CreateWebhook(ctx, "fast", WebhookInput{Name: ptr("f"), URL: ptr(healthy.URL), Events: &[]string{"job_created"}})
+	for range 100 {
+		o.Ingest(ctx, []byte(`{"event":"job_created","data":{"appId":"slow"}}`), "")
+	}
+	for range 50 {
+		o.Ingest(ctx, []byte(`{"event":"job_created","data":{"appId":"fast"}}`), "")
+	}
+	waitFor(t, "healthy endpoint to get all 50 while the other hangs", func() bool { return fast.Load() == 50 })
+	if n := hung.Load(); n > 4 {
+		t.Fatalf("%d requests in flight to the hanging endpoint, want at most 4", n)
+	}
+}
