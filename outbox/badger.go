@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -46,13 +47,21 @@ type BadgerOptions struct {
 	EncryptionKey []byte
 	// MemTableSize bounds each of Badger's two memtables; default 32 MiB.
 	MemTableSize int64
+	// MinFreeBytes is the free disk space below which ingest and other
+	// user writes are refused with ErrUnavailable; default twice the
+	// memtable size plus 32 MiB. Badger writes its logs through mmap, where
+	// a full disk is a SIGBUS rather than an error, so the store stops
+	// taking new events while there is still room for the writes in flight.
+	MinFreeBytes int64
 }
 
 // BadgerStore is the embedded Store: one Badger directory, owned by one
 // process. Claims are held in memory, since no other process can read the
 // directory while it is open.
 type BadgerStore struct {
-	db *badger.DB
+	db      *badger.DB
+	dir     string
+	minFree int64
 
 	history atomic.Int64 // retention of finished deliveries, ns
 	events  atomic.Int64 // retention of events, ns
@@ -81,6 +90,9 @@ type BadgerStore struct {
 func OpenBadger(dir string, opts BadgerOptions) (*BadgerStore, error) {
 	if opts.MemTableSize <= 0 {
 		opts.MemTableSize = 32 << 20
+	}
+	if opts.MinFreeBytes <= 0 {
+		opts.MinFreeBytes = 2*opts.MemTableSize + 32<<20
 	}
 	bo := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{opts.Logger}).
@@ -111,6 +123,8 @@ func OpenBadger(dir string, opts BadgerOptions) (*BadgerStore, error) {
 	}
 	s := &BadgerStore{
 		db:       db,
+		dir:      dir,
+		minFree:  opts.MinFreeBytes,
 		webhooks: map[string]*Webhook{},
 		byApp:    map[string][]*Webhook{},
 		claimed:  map[string]bool{},
@@ -344,8 +358,23 @@ func idemKey(appID, key string) []byte {
 
 // ---- ingest ----
 
+// checkSpace refuses a write when the disk is nearly full.
+func (s *BadgerStore) checkSpace() error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.dir, &st); err != nil {
+		return nil // no answer is no reason to refuse
+	}
+	if free := int64(st.Bavail) * st.Bsize; free < s.minFree {
+		return fmt.Errorf("%w: %d MiB free in %s, below the %d MiB reserve", ErrUnavailable, free>>20, s.dir, s.minFree>>20)
+	}
+	return nil
+}
+
 // Commit writes the batch and fsyncs once for all of it.
 func (s *BadgerStore) Commit(ctx context.Context, batch []*Ingest) error {
+	if err := s.checkSpace(); err != nil {
+		return err
+	}
 	txn := s.db.NewTransaction(true)
 	defer func() { txn.Discard() }()
 	var added int64
@@ -485,6 +514,9 @@ func (s *BadgerStore) cacheDelete(w *Webhook) {
 }
 
 func (s *BadgerStore) writeWebhook(w *Webhook) error {
+	if err := s.checkSpace(); err != nil {
+		return err
+	}
 	v, err := encodeWebhook(w)
 	if err != nil {
 		return err
@@ -937,6 +969,9 @@ func getEvent(txn *badger.Txn, id string) (*Event, error) {
 func (s *BadgerStore) Requeue(ctx context.Context, appID, webhookID string, ids []string, now time.Time, check func(*Delivery) error) ([]*Delivery, error) {
 	if w := s.cachedWebhook(webhookID); w == nil || w.AppID != appID {
 		return nil, ErrNotFound
+	}
+	if err := s.checkSpace(); err != nil {
+		return nil, err
 	}
 	var out []*Delivery
 	evTTL := time.Duration(s.events.Load())

@@ -270,8 +270,10 @@ func (d *dispatcher) finishDelivery(j *Job, s Status, log *zap.Logger) {
 func (d *dispatcher) save(j *Job, log *zap.Logger) {
 	if err := d.o.store.Save(context.Background(), j); err != nil {
 		// The claim ends either way; the delivery keeps its old queue
-		// entry and is attempted again, so nothing is lost.
+		// entry and is attempted again, so nothing is lost. The pause
+		// keeps a failing store from turning into a loop of resends.
 		log.Error("saving delivery", zap.Error(err))
+		time.Sleep(time.Second)
 		_ = d.o.store.Release(context.Background(), j)
 	}
 }
