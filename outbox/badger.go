@@ -81,9 +81,11 @@ type BadgerStore struct {
 	// costs nothing to the others.
 	heads map[string]time.Time
 
-	pending atomic.Int64
-	gcStop  chan struct{}
-	gcDone  chan struct{}
+	pending  atomic.Int64
+	oldestMu sync.Mutex
+	oldest   []byte // pending-set position of the oldest entry last seen
+	gcStop   chan struct{}
+	gcDone   chan struct{}
 }
 
 // OpenBadger opens (creating if needed) the store in dir.
@@ -709,7 +711,10 @@ func (s *BadgerStore) claimQueue(txn *badger.Txn, w *Webhook, now time.Time, lim
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	defer it.Close()
 	empty, head := true, time.Time{}
-	for it.Rewind(); it.Valid(); it.Next() {
+	// Seeking to the head skips the tombstones of entries already
+	// delivered, which an LSM keeps until compaction; scanning from the
+	// start of the queue would pass over all of them on every claim.
+	for it.Seek(slices.Concat(prefix, be64(s.heads[w.ID]))); it.Valid(); it.Next() {
 		due, id, ok := parseQueueEntry(it.Item().Key()[len(prefix):])
 		if !ok {
 			continue
@@ -1067,10 +1072,16 @@ func (s *BadgerStore) Stats(ctx context.Context) (Stats, error) {
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixPending})
 		defer it.Close()
-		it.Rewind()
+		// New pending entries are stamped with the current time, so the
+		// oldest only moves forward: seeking to the last one found skips
+		// the tombstones of everything delivered since.
+		s.oldestMu.Lock()
+		defer s.oldestMu.Unlock()
+		it.Seek(slices.Concat(prefixPending, s.oldest))
 		if it.Valid() {
 			k := it.Item().Key()[len(prefixPending):]
 			if len(k) >= 8 {
+				s.oldest = slices.Clone(k[:8])
 				st.OldestPending = time.Unix(0, int64(binary.BigEndian.Uint64(k)))
 			}
 		}

@@ -3,6 +3,10 @@ package outbox
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -146,4 +150,54 @@ func BenchmarkClaim(b *testing.B) {
 		}
 		wg.Wait()
 	}
+}
+
+// BenchmarkDeliver measures the dispatcher end to end: b.N events queued
+// behind a held endpoint, then drained to a fast local receiver.
+func BenchmarkDeliver(b *testing.B) {
+	for _, perHook := range []int{8, 64} {
+		b.Run(fmt.Sprintf("in_flight_per_webhook=%d", perHook), func(b *testing.B) { benchDeliver(b, perHook) })
+	}
+}
+
+func benchDeliver(b *testing.B, perHook int) {
+	var got sync.WaitGroup
+	open := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		<-open
+		got.Done()
+	}))
+	defer srv.Close()
+	s, err := OpenBadger(b.TempDir(), BadgerOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	o := New(s, Options{AllowDestinations: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, MaxInFlightPerWebhook: perHook})
+	o.Start()
+	defer o.Close()
+	ctx := context.Background()
+	w, _ := o.CreateWebhook(ctx, "bench", WebhookInput{Name: ptr("b"), URL: ptr(srv.URL), Events: &[]string{"job_finished"}, Secret: ptr("s")})
+	_ = w
+	body := benchBody()
+	got.Add(b.N)
+	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := i; j < b.N; j += 64 {
+				if _, err := o.Ingest(ctx, body, ""); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportAllocs()
+	b.ResetTimer()
+	close(open)
+	got.Wait()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "deliveries/s")
 }
