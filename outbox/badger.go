@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 	"go.uber.org/zap"
 )
 
@@ -45,7 +46,7 @@ type BadgerOptions struct {
 	Logger *zap.Logger
 	// EncryptionKey, 16, 24 or 32 bytes, encrypts the data at rest (AES).
 	EncryptionKey []byte
-	// MemTableSize bounds each of Badger's two memtables; default 32 MiB.
+	// MemTableSize bounds each of Badger's two memtables; default 16 MiB.
 	MemTableSize int64
 	// MinFreeBytes is the free disk space below which ingest and other
 	// user writes are refused with ErrUnavailable; default twice the
@@ -91,7 +92,7 @@ type BadgerStore struct {
 // OpenBadger opens (creating if needed) the store in dir.
 func OpenBadger(dir string, opts BadgerOptions) (*BadgerStore, error) {
 	if opts.MemTableSize <= 0 {
-		opts.MemTableSize = 32 << 20
+		opts.MemTableSize = 16 << 20
 	}
 	if opts.MinFreeBytes <= 0 {
 		opts.MinFreeBytes = 2*opts.MemTableSize + 32<<20
@@ -107,12 +108,16 @@ func OpenBadger(dir string, opts BadgerOptions) (*BadgerStore, error) {
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(4).
 		WithNumLevelZeroTablesStall(12).
-		WithBlockCacheSize(32 << 20).
-		WithIndexCacheSize(16 << 20).
+		WithBlockCacheSize(16 << 20).
+		WithIndexCacheSize(8 << 20).
 		WithValueThreshold(64 << 10).
 		WithValueLogFileSize(256 << 20).
 		WithNumCompactors(2).
-		WithMetricsEnabled(false)
+		WithBaseTableSize(1 << 20).
+		WithMetricsEnabled(false).
+		// Compression buffers of table builds cost more memory than the disk
+		// they save on short-lived outbox data.
+		WithCompression(options.None)
 	if len(opts.EncryptionKey) > 0 {
 		bo = bo.WithEncryptionKey(opts.EncryptionKey)
 	}
@@ -372,16 +377,19 @@ func (s *BadgerStore) checkSpace() error {
 	return nil
 }
 
-// Commit writes the batch and fsyncs once for all of it.
+// Commit writes the batch and fsyncs once for all of it. Each ingest is
+// atomic; when the batch outgrows one transaction, what fits is committed
+// and the rest goes on in another, all before the one fsync that makes the
+// batch durable.
 func (s *BadgerStore) Commit(ctx context.Context, batch []*Ingest) error {
 	if err := s.checkSpace(); err != nil {
 		return err
 	}
 	txn := s.db.NewTransaction(true)
 	defer func() { txn.Discard() }()
-	var added int64
+	var inTxn []*badger.Entry // entries of the ingests set in txn so far
 	evTTL := time.Duration(s.events.Load())
-	for _, in := range batch {
+	for i, in := range batch {
 		if in.IdempotencyKey != "" {
 			k := idemKey(in.Event.AppID, in.IdempotencyKey)
 			item, err := txn.Get(k)
@@ -400,29 +408,31 @@ func (s *BadgerStore) Commit(ctx context.Context, batch []*Ingest) error {
 		if err != nil {
 			return err
 		}
-		for {
-			err := setAll(txn, entries)
-			if err == nil {
-				break
-			}
+		if err := setAll(txn, entries); err != nil {
 			if !errors.Is(err, badger.ErrTxnTooBig) {
 				return fmt.Errorf("writing event: %w", unavailable(err))
 			}
-			// One ingest per transaction is the unit of atomicity, so a
-			// full transaction is committed and the ingest starts over in
-			// a fresh one; the fsync below still covers both.
+			// The failed set may have left part of this ingest in txn, so
+			// txn is redone with the earlier ingests alone and committed.
 			txn.Discard()
-			txn = s.db.NewTransaction(true)
+			if len(inTxn) > 0 {
+				txn = s.db.NewTransaction(true)
+				if err := setAll(txn, inTxn); err != nil {
+					return fmt.Errorf("writing events: %w", unavailable(err))
+				}
+				if err := txn.Commit(); err != nil {
+					return fmt.Errorf("committing events: %w", unavailable(err))
+				}
+			}
+			txn, inTxn = s.db.NewTransaction(true), nil
 			if err := setAll(txn, entries); err != nil {
-				return fmt.Errorf("writing event: %w", unavailable(err))
-			}
-			break
-		}
-		for _, d := range in.Deliveries {
-			if d.Status == StatusPending {
-				added++
+				// Too big alone. The batch fails, but what was committed
+				// before it is queued, so it is delivered all the same.
+				s.account(batch[:i])
+				return fmt.Errorf("writing event %s: %w", in.Event.ID, unavailable(err))
 			}
 		}
+		inTxn = append(inTxn, entries...)
 	}
 	if err := txn.Commit(); err != nil {
 		return fmt.Errorf("committing events: %w", unavailable(err))
@@ -430,20 +440,25 @@ func (s *BadgerStore) Commit(ctx context.Context, batch []*Ingest) error {
 	if err := s.db.Sync(); err != nil {
 		return fmt.Errorf("syncing events: %w", unavailable(err))
 	}
-	s.pending.Add(added)
+	s.account(batch)
+	return nil
+}
+
+// account counts and queues the pending deliveries of committed ingests.
+func (s *BadgerStore) account(batch []*Ingest) {
 	s.claimMu.Lock()
+	defer s.claimMu.Unlock()
 	for _, in := range batch {
 		if in.Result.Duplicate {
 			continue
 		}
 		for _, d := range in.Deliveries {
 			if d.Status == StatusPending {
+				s.pending.Add(1)
 				s.queued(d.WebhookID, *d.NextAttemptAt)
 			}
 		}
 	}
-	s.claimMu.Unlock()
-	return nil
 }
 
 func setAll(txn *badger.Txn, entries []*badger.Entry) error {

@@ -282,3 +282,50 @@ func TestSlowEndpointIsolated(t *testing.T) {
 		t.Fatalf("%d requests in flight to the hanging endpoint, want at most 4", n)
 	}
 }
+
+// Large events from many clients at once overflow one transaction; every
+// ingest that returned must still be delivered.
+func TestLargeBatchOverflowsTransaction(t *testing.T) {
+	var mu sync.Mutex
+	got := map[string]bool{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got[r.Header.Get("Webhook-Id")] = true
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	o := openTest(t, Options{Workers: 16, MaxInFlightPerWebhook: 16})
+	ctx := context.Background()
+	o.CreateWebhook(ctx, "a", WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}})
+	body := []byte(`{"event":"job_created","data":{"appId":"a","pad":"` + strings.Repeat("y", 60<<10) + `"}}`)
+	var wg sync.WaitGroup
+	ids := make(chan string, 200)
+	for range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := o.Ingest(ctx, body, "")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ids <- r.ID
+		}()
+	}
+	wg.Wait()
+	close(ids)
+	want := map[string]bool{}
+	for id := range ids {
+		want[id] = true
+	}
+	waitFor(t, "every accepted large event delivered", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for id := range want {
+			if !got[id] {
+				return false
+			}
+		}
+		return true
+	})
+}

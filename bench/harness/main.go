@@ -38,6 +38,7 @@ var (
 	soakFor   = flag.Duration("soak", 10*time.Minute, "soak duration (at most 10m)")
 	soakRate  = flag.Int("soak-rate", 500, "events per second during the soak")
 	keepTemps = flag.Bool("keep", false, "keep temporary directories")
+	profDir   = flag.String("profile", "", "save CPU and heap profiles of the sidecar into this directory")
 )
 
 type row struct {
@@ -163,6 +164,23 @@ func (p *caddyProc) stop() {
 	if !*keepTemps {
 		os.RemoveAll(p.dir)
 	}
+}
+
+// saveProfile fetches a pprof profile from the admin endpoint.
+func (p *caddyProc) saveProfile(kind, name string) {
+	if *profDir == "" {
+		return
+	}
+	os.MkdirAll(*profDir, 0o755)
+	resp, err := http.Get("http://" + p.admin + "/debug/pprof/" + kind)
+	if err != nil {
+		log.Printf("profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	f, _ := os.Create(filepath.Join(*profDir, name))
+	defer f.Close()
+	io.Copy(f, resp.Body)
 }
 
 // cpuSeconds is user+system time of the process so far.
@@ -515,6 +533,8 @@ func benchMemory() {
 	accepted := post(url, "bench", n)
 	ingestTook := time.Since(start)
 	rssPending := p.status("VmHWM")
+	anon, file := p.status("RssAnon"), p.status("RssFile")
+	p.saveProfile("heap", "memory-pending.heap")
 	disk := dirMB(p.dir)
 	sk.release()
 	start = time.Now()
@@ -522,5 +542,6 @@ func benchMemory() {
 	took := time.Since(start)
 	rows = append(rows, row{scenario: fmt.Sprintf("%d pending, then drained", n), rps: float64(sk.count.Load()) / took.Seconds(), perSecond: "deliveries/s",
 		rssMB: p.status("VmHWM"), cpu: p.cpuSeconds(),
-		note: fmt.Sprintf("ingest %.0f/s; peak RSS %.0f MB while pending; %.0f MB on disk; %d delivered in %.0fs", float64(accepted)/ingestTook.Seconds(), rssPending, disk, sk.count.Load(), took.Seconds())})
+		note: fmt.Sprintf("ingest %.0f/s; peak RSS %.0f MB while pending (now %.0f MB anonymous, %.0f MB mapped files); %.0f MB on disk; %d delivered in %.0fs",
+			float64(accepted)/ingestTook.Seconds(), rssPending, anon, file, disk, sk.count.Load(), took.Seconds())})
 }
