@@ -122,14 +122,25 @@ type cachedHooks struct {
 var errLeaseLost = errors.New("the claim ran out and another sidecar took the delivery over")
 
 // OpenPostgres connects to the database at dsn (a postgres:// URL or a
-// key=value string, as pgx reads them, including pool_max_conns), applies
-// the schema migrations this version needs, and starts the cleanup loop.
+// key=value string, as pgx reads them, including pool_max_conns, default
+// 16, and connect_timeout, default 10s), applies the schema migrations
+// this version needs, and starts the cleanup loop.
 func OpenPostgres(ctx context.Context, dsn string, opts PostgresOptions) (*PostgresStore, error) {
 	opts = opts.withDefaults()
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		// pgx leaves the password out of its parse errors.
 		return nil, fmt.Errorf("parsing the PostgreSQL DSN: %w", err)
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		// Without one, a database host that drops packets holds ingest
+		// for the operating system's TCP timeout (minutes).
+		cfg.ConnConfig.ConnectTimeout = 10 * time.Second
+	}
+	if !strings.Contains(dsn, "pool_max_conns") {
+		// pgx's default (the number of CPUs, at least 4) starves 64
+		// workers saving their attempts beside the ingest's commits.
+		cfg.MaxConns = 16
 	}
 	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "caddy-webhooks"
@@ -725,8 +736,10 @@ func (s *PostgresStore) Claim(ctx context.Context, now time.Time, limit int, adm
 	}
 	defer tx.Rollback(context.Background())
 
+	// Never nil: pgx sends a nil slice as NULL, and "<> ALL (NULL)" is
+	// never true.
 	exclude := s.heldIDs()
-	var refused []string
+	refused := []string{}
 	refusedSet := map[string]bool{}
 	page := max(limit, claimPage)
 	for len(picked) < limit {

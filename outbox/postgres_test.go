@@ -96,7 +96,8 @@ func TestPostgresConcurrentClaims(t *testing.T) {
 	errs := make(chan error, 8)
 	var wg sync.WaitGroup
 	for i, s := range []*PostgresStore{a, b, a, b} {
-		name := fmt.Sprintf("claimer %d (store %c)", i, 'a'+i%2)
+		store := string(rune('a' + i%2))
+		name := fmt.Sprintf("claimer %d (store %s)", i, store)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -116,7 +117,7 @@ func TestPostgresConcurrentClaims(t *testing.T) {
 					}
 					inFlight[j.Delivery.ID] = name
 					attempts[j.Delivery.ID]++
-					byStore[name[len(name)-2:]]++
+					byStore[store]++
 				}
 				mu.Unlock()
 				time.Sleep(time.Millisecond) // the attempt

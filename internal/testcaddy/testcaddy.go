@@ -44,13 +44,19 @@ func Binary(t testing.TB) string {
 			buildErr = err
 			return
 		}
-		binPath = filepath.Join(dir, fmt.Sprintf("caddy-%d", os.Getpid()))
-		cmd := exec.Command("go", "build", "-o", binPath, "./caddy")
+		// Test binaries of several packages build at once; each builds
+		// to its own file and renames it over the shared one, so one
+		// binary is left behind, never a half-written one.
+		tmp := filepath.Join(dir, fmt.Sprintf("caddy-%d", os.Getpid()))
+		cmd := exec.Command("go", "build", "-o", tmp, "./caddy")
 		cmd.Dir = Root()
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build ./caddy: %v\n%s", err, out)
+			return
 		}
+		binPath = filepath.Join(dir, "caddy")
+		buildErr = os.Rename(tmp, binPath)
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)

@@ -1,0 +1,463 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+)
+
+// waitMax bounds every wait for something asynchronous (a delivery, a
+// retry, a history record) so a broken build fails instead of hanging.
+const waitMax = 20 * time.Second
+
+// client talks to Caddy and only to loopback: no proxy, enough idle
+// connections for the concurrent ingest of the crash test.
+var client = &http.Client{
+	Timeout: 15 * time.Second,
+	Transport: &http.Transport{
+		Proxy:               nil,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 128,
+		IdleConnTimeout:     30 * time.Second,
+	},
+}
+
+// senderConfig describes the Caddyfile of a sidecar under test.
+type senderConfig struct {
+	// Port is the loopback port of the site that serves webhook_events at
+	// /events and webhook_admin under /webhooks/.
+	Port int
+	// RetrySchedule is the retry_schedule line; default "100ms 100ms".
+	RetrySchedule string
+	// NoAllow leaves out allow_destinations, so loopback URLs are refused.
+	NoAllow bool
+	// Options are extra lines inside the webhooks global option.
+	Options string
+	// Sites are extra site blocks.
+	Sites string
+}
+
+func (c senderConfig) caddyfile() string {
+	retry := c.RetrySchedule
+	if retry == "" {
+		retry = "100ms 100ms"
+	}
+	allow := "allow_destinations 127.0.0.0/8"
+	if c.NoAllow {
+		allow = ""
+	}
+	return fmt.Sprintf(`{
+	admin {ADMIN}
+	webhooks {
+		storage {DIR}/webhooks
+		retry_schedule %s
+		timeout 2s
+		%s
+		%s
+	}
+}
+
+http://127.0.0.1:%d {
+	handle /events {
+		webhook_events
+	}
+	handle /webhooks/* {
+		webhook_admin
+	}
+	respond "not the webhooks site" 404
+}
+%s
+`, retry, allow, c.Options, c.Port, c.Sites)
+}
+
+// sender is a running sidecar.
+type sender struct {
+	*testcaddy.Process
+	cfg senderConfig
+}
+
+// startSender starts Caddy with cfg on a new directory (or on dir, to
+// restart on the same storage). A zero cfg.Port picks a free one.
+func startSender(t *testing.T, cfg senderConfig, dir string) *sender {
+	t.Helper()
+	if cfg.Port == 0 {
+		cfg.Port = testcaddy.FreePort(t)
+	}
+	p := testcaddy.Start(t, testcaddy.Config{Caddyfile: cfg.caddyfile(), Dir: dir})
+	return &sender{Process: p, cfg: cfg}
+}
+
+// ingestURL is where the service posts its events.
+func (s *sender) ingestURL() string { return fmt.Sprintf("http://127.0.0.1:%d/events", s.cfg.Port) }
+
+// siteURL is a path on the site (the webhook_admin handler).
+func (s *sender) siteURL(path string) string {
+	return fmt.Sprintf("http://127.0.0.1:%d%s", s.cfg.Port, path)
+}
+
+// adminURL is a path on the admin endpoint.
+func (s *sender) adminURL(path string) string { return "http://" + s.Admin + path }
+
+// hooksURL is the management API's collection of an app's webhooks on the
+// admin endpoint.
+func (s *sender) hooksURL(appID string) string {
+	return s.adminURL("/webhooks/apps/" + url.PathEscape(appID) + "/webhooks")
+}
+
+// call sends a request with a JSON body (a string or []byte is sent as is,
+// anything else is marshaled; nil sends none) and returns the status and body.
+func call(t *testing.T, method, u string, body any) (int, []byte) {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		raw, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, u, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, u, err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading answer: %v", method, u, err)
+	}
+	return resp.StatusCode, out
+}
+
+// webhookJSON is a webhook as the management API shows it.
+type webhookJSON struct {
+	ID        string    `json:"id"`
+	AppID     string    `json:"appId"`
+	Name      string    `json:"name"`
+	URL       string    `json:"url"`
+	Events    []string  `json:"events"`
+	HasSecret bool      `json:"hasSecret"`
+	Enabled   bool      `json:"enabled"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// attemptJSON is one attempt in a delivery's attemptLog.
+type attemptJSON struct {
+	SentAt             time.Time `json:"sentAt"`
+	ResponseStatusCode int       `json:"responseStatusCode"`
+	ResponseBody       string    `json:"responseBody"`
+	Error              string    `json:"error"`
+	DurationMs         int64     `json:"durationMs"`
+}
+
+// deliveryJSON is a delivery as the history shows it.
+type deliveryJSON struct {
+	ID                 string        `json:"id"`
+	AppID              string        `json:"appId"`
+	WebhookID          string        `json:"webhookId"`
+	EventID            string        `json:"eventId"`
+	Event              string        `json:"event"`
+	Status             string        `json:"status"`
+	Attempts           int           `json:"attempts"`
+	RequestBody        string        `json:"requestBody"`
+	SentAt             *time.Time    `json:"sentAt"`
+	ResponseStatusCode int           `json:"responseStatusCode"`
+	ResponseBody       string        `json:"responseBody"`
+	LastError          string        `json:"lastError"`
+	AttemptLog         []attemptJSON `json:"attemptLog"`
+}
+
+// listJSON is the envelope of every list of the management API.
+type listJSON[T any] struct {
+	Data       []T     `json:"data"`
+	NextCursor *string `json:"nextCursor"`
+}
+
+// ingestAnswer is what webhook_events answers a 202 with.
+type ingestAnswer struct {
+	ID         string `json:"id"`
+	Deliveries int    `json:"deliveries"`
+}
+
+// errorJSON is the body of every error.
+type errorJSON struct {
+	Error string `json:"error"`
+}
+
+func decode[T any](t *testing.T, what string, raw []byte) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal(raw, &v); err != nil {
+		t.Fatalf("%s answered %q, which is not the expected JSON: %v", what, raw, err)
+	}
+	return v
+}
+
+// createWebhook creates a webhook through the admin endpoint and fails the
+// test unless it answers 201.
+func (s *sender) createWebhook(t *testing.T, appID string, in map[string]any) webhookJSON {
+	t.Helper()
+	status, body := call(t, http.MethodPost, s.hooksURL(appID), in)
+	if status != http.StatusCreated {
+		t.Fatalf("creating webhook %v answered %d %s, want 201", in["name"], status, body)
+	}
+	return decode[webhookJSON](t, "creating a webhook", body)
+}
+
+// listWebhooks returns an app's webhooks.
+func (s *sender) listWebhooks(t *testing.T, appID string) []webhookJSON {
+	t.Helper()
+	status, body := call(t, http.MethodGet, s.hooksURL(appID), nil)
+	if status != http.StatusOK {
+		t.Fatalf("listing webhooks of %s answered %d %s, want 200", appID, status, body)
+	}
+	return decode[listJSON[webhookJSON]](t, "listing webhooks", body).Data
+}
+
+// deliveries returns the newest page (up to 100) of a webhook's history.
+func (s *sender) deliveries(t *testing.T, appID, hookID string) []deliveryJSON {
+	t.Helper()
+	status, body := call(t, http.MethodGet, s.hooksURL(appID)+"/"+hookID+"/deliveries?limit=100", nil)
+	if status != http.StatusOK {
+		t.Fatalf("listing deliveries of webhook %s answered %d %s, want 200", hookID, status, body)
+	}
+	return decode[listJSON[deliveryJSON]](t, "listing deliveries", body).Data
+}
+
+// allDeliveries follows the cursor through a webhook's whole history.
+func (s *sender) allDeliveries(t *testing.T, appID, hookID string) []deliveryJSON {
+	t.Helper()
+	var all []deliveryJSON
+	cursor := ""
+	for page := 0; page < 1000; page++ {
+		u := s.hooksURL(appID) + "/" + hookID + "/deliveries?limit=100"
+		if cursor != "" {
+			u += "&cursor=" + url.QueryEscape(cursor)
+		}
+		status, body := call(t, http.MethodGet, u, nil)
+		if status != http.StatusOK {
+			t.Fatalf("listing deliveries of webhook %s answered %d %s, want 200", hookID, status, body)
+		}
+		l := decode[listJSON[deliveryJSON]](t, "listing deliveries", body)
+		all = append(all, l.Data...)
+		if l.NextCursor == nil || *l.NextCursor == "" {
+			return all
+		}
+		cursor = *l.NextCursor
+	}
+	t.Fatalf("history of webhook %s has more than 1000 pages", hookID)
+	return nil
+}
+
+// delivery returns one delivery with its attempts.
+func (s *sender) delivery(t *testing.T, appID, hookID, id string) deliveryJSON {
+	t.Helper()
+	status, body := call(t, http.MethodGet, s.hooksURL(appID)+"/"+hookID+"/deliveries/"+id, nil)
+	if status != http.StatusOK {
+		t.Fatalf("getting delivery %s answered %d %s, want 200", id, status, body)
+	}
+	return decode[deliveryJSON](t, "getting a delivery", body)
+}
+
+// ingest posts an event body and returns the status and the answer.
+func ingest(t *testing.T, u string, body []byte) (int, []byte) {
+	t.Helper()
+	return call(t, http.MethodPost, u, body)
+}
+
+// mustIngest posts an event and fails the test unless it answers 202.
+func (s *sender) mustIngest(t *testing.T, body []byte) ingestAnswer {
+	t.Helper()
+	status, out := ingest(t, s.ingestURL(), body)
+	if status != http.StatusAccepted {
+		t.Fatalf("ingest of %s answered %d %s, want 202", body, status, out)
+	}
+	a := decode[ingestAnswer](t, "ingest", out)
+	if a.ID == "" {
+		t.Fatalf("ingest answered 202 %s without an event id", out)
+	}
+	return a
+}
+
+// eventually polls cond until it holds, failing the test with what after waitMax.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	eventuallyWithin(t, waitMax, what, cond)
+}
+
+func eventuallyWithin(t *testing.T, max time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(max)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", max, what)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// received is one request a receiver got.
+type received struct {
+	Path   string
+	Header http.Header
+	Body   []byte
+	At     time.Time
+}
+
+// receiver is the test's webhook endpoint on 127.0.0.1. It records every
+// request and answers what respond says (200 "ok" by default).
+type receiver struct {
+	srv *httptest.Server
+
+	mu      sync.Mutex
+	got     []received
+	respond func(r received, nth int) (status int, body string)
+	perPath map[string]int
+}
+
+func newReceiver(t *testing.T) *receiver {
+	rc := &receiver{perPath: map[string]int{}}
+	rc.srv = httptest.NewServer(http.HandlerFunc(rc.serve))
+	t.Cleanup(rc.srv.Close)
+	return rc
+}
+
+func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, "reading body", http.StatusBadRequest)
+		return
+	}
+	got := received{Path: r.URL.Path, Header: r.Header.Clone(), Body: body, At: time.Now()}
+	rc.mu.Lock()
+	rc.got = append(rc.got, got)
+	rc.perPath[r.URL.Path]++
+	nth, respond := rc.perPath[r.URL.Path], rc.respond
+	rc.mu.Unlock()
+	status, answer := http.StatusOK, "ok"
+	if respond != nil {
+		status, answer = respond(got, nth)
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, answer)
+}
+
+// url is the address of a path on the receiver.
+func (rc *receiver) url(path string) string { return rc.srv.URL + path }
+
+// setRespond changes how the receiver answers from the next request on.
+func (rc *receiver) setRespond(f func(r received, nth int) (int, string)) {
+	rc.mu.Lock()
+	rc.respond = f
+	rc.mu.Unlock()
+}
+
+// requests returns what the receiver got so far on path ("" for all).
+func (rc *receiver) requests(path string) []received {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	var out []received
+	for _, r := range rc.got {
+		if path == "" || r.Path == path {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (rc *receiver) count(path string) int { return len(rc.requests(path)) }
+
+// always answers every request with status.
+func always(status int) func(received, int) (int, string) {
+	return func(received, int) (int, string) { return status, http.StatusText(status) }
+}
+
+// metricsText scrapes the admin endpoint's /metrics.
+func (s *sender) metricsText(t *testing.T) string {
+	t.Helper()
+	status, body := call(t, http.MethodGet, s.adminURL("/metrics"), nil)
+	if status != http.StatusOK {
+		t.Fatalf("GET /metrics on the admin endpoint answered %d %s, want 200", status, body)
+	}
+	return string(body)
+}
+
+// metricValue finds a sample whose line starts with name and contains every
+// label (such as `outcome="success"`), summing all that match. ok is false
+// when no sample matches.
+func metricValue(text, name string, labels ...string) (sum float64, ok bool) {
+	sc := bufio.NewScanner(strings.NewReader(text))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") || !strings.HasPrefix(line, name) {
+			continue
+		}
+		rest := line[len(name):]
+		if rest == "" || (rest[0] != '{' && rest[0] != ' ') {
+			continue // a longer name with the same prefix
+		}
+		match := true
+		for _, l := range labels {
+			if !strings.Contains(rest, l) {
+				match = false
+			}
+		}
+		if !match {
+			continue
+		}
+		f := strings.Fields(rest[strings.LastIndex(rest, "}")+1:])
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			continue
+		}
+		sum += v
+		ok = true
+	}
+	return sum, ok
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	raw, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// jsonUnmarshalStrict decodes raw into v, refusing unknown fields.
+func jsonUnmarshalStrict(raw []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}

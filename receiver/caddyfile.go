@@ -1,0 +1,119 @@
+package receiver
+
+import (
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+
+	"github.com/caddy-webhooks/caddy-webhooks/signature"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("webhook_verify", parseCaddyfile)
+	// Verification must come before the request is proxied, and users
+	// should not need an order line for that.
+	httpcaddyfile.RegisterDirectiveOrder("webhook_verify", httpcaddyfile.Before, "reverse_proxy")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	v := new(Handler)
+	err := v.UnmarshalCaddyfile(h.Dispenser)
+	return v, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	webhook_verify [<matcher>] {
+//	    secret <secret>...          # one or more, and repeatable: any one may match
+//	    scheme x-signature|standard|github|stripe|shopify|slack
+//	    header <name>               # the header that carries the signature
+//	    max_body <size>             # default 1MB
+//	    tolerance <duration>        # default 5m
+//	    replay_window <duration>    # off by default
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "secret":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			h.Secrets = append(h.Secrets, args...)
+
+		case "scheme":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if signature.SchemeByName(d.Val()) == nil {
+				return d.Errf("unknown scheme '%s'; want one of %s", d.Val(), strings.Join(signature.SchemeNames(), ", "))
+			}
+			h.Scheme = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
+		case "header":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			h.Header = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
+		case "max_body":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			size, err := humanize.ParseBytes(d.Val())
+			if err != nil {
+				return d.Errf("parsing max_body: %v", err)
+			}
+			if size == 0 || size > 1<<62 {
+				return d.Errf("max_body must be between 1 byte and 4EiB, got %s", d.Val())
+			}
+			h.MaxBody = int64(size)
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
+		case "tolerance", "replay_window":
+			opt := d.Val()
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil {
+				return d.Errf("parsing %s: %v", opt, err)
+			}
+			if dur <= 0 {
+				return d.Errf("%s must be positive, got %s", opt, time.Duration(dur))
+			}
+			if opt == "tolerance" {
+				h.Tolerance = caddy.Duration(dur)
+			} else {
+				h.ReplayWindow = caddy.Duration(dur)
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
+		default:
+			return d.Errf("unrecognized webhook_verify option '%s'", d.Val())
+		}
+	}
+	return nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -1,0 +1,289 @@
+package receiver
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-webhooks/caddy-webhooks/signature"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+const (
+	defaultScheme    = "x-signature"
+	defaultMaxBody   = 1000 * 1000 // "1MB" as humanize and request_body's max_size read it
+	defaultTolerance = 5 * time.Minute
+
+	// DuplicateHeader is set to "true" on the 200 that answers a delivery
+	// already forwarded within the replay window.
+	DuplicateHeader = "Webhook-Duplicate"
+)
+
+// Handler verifies the signature of each inbound webhook and lets only
+// genuine requests continue to the next handler, usually reverse_proxy.
+// The body is read once, up to MaxBody, verified, and handed on intact.
+//
+// A request that fails verification is answered 401 with a JSON body
+// {"error": "..."} naming the failed check (missing header, malformed or
+// non-matching signature, timestamp outside tolerance); a body over
+// MaxBody is answered 413. Neither reaches the next handler.
+type Handler struct {
+	// Secrets are the signing secrets. A request signed with any one of
+	// them passes, so a secret is rotated by listing the old and the new
+	// one until senders have switched. {env.*} and {file.*} placeholders
+	// are expanded when the config is loaded. For the standard scheme, a
+	// secret of the form whsec_<base64> is base64-decoded as the Standard
+	// Webhooks specification says; any other secret, for every scheme, is
+	// used as its bytes.
+	Secrets []string `json:"secrets,omitempty"`
+
+	// Scheme is the signature convention of the sender: x-signature
+	// (default: X-Signature, hex HMAC-SHA256 of the body, as this
+	// project's sender and Capawesome Cloud send), standard (Standard
+	// Webhooks and Svix), github, stripe, shopify or slack.
+	Scheme string `json:"scheme,omitempty"`
+
+	// Header overrides the name of the header that carries the signature,
+	// for a sender that uses a scheme under another name. Timestamp and id
+	// headers keep the scheme's names.
+	Header string `json:"header,omitempty"`
+
+	// MaxBody is the largest body, in bytes, that is read and verified;
+	// a larger one is answered 413. Default: 1MB (1,000,000 bytes).
+	MaxBody int64 `json:"max_body,omitempty"`
+
+	// Tolerance is how far the signed timestamp of the standard, stripe and
+	// slack schemes may be from this server's clock, in either direction,
+	// before the request is refused as expired. Default: 5m.
+	Tolerance caddy.Duration `json:"tolerance,omitempty"`
+
+	// ReplayWindow, when set, makes a delivery that was already forwarded
+	// and answered 2xx within this window be answered 200 with the header
+	// Webhook-Duplicate: true instead of reaching the backend again, so a
+	// sender that retries after a lost response is satisfied and the
+	// backend sees each delivery once. A second copy that arrives while the
+	// first is still being handled is answered 409 with Retry-After, so the
+	// sender tries again later. Deliveries are recognised by the id the
+	// scheme carries: webhook-id or svix-id for standard, X-GitHub-Delivery
+	// for github, and webhook-id for x-signature (this project's sender
+	// sends it beside X-Signature); a request without one is forwarded
+	// as usual. The stripe, shopify and slack schemes carry no id header,
+	// so the window cannot be used with them.
+	//
+	// The memory of ids is per Caddy process, kept in RAM (at most 100,000
+	// ids per set of secrets), and survives config reloads but not
+	// restarts; several Caddy instances behind a load balancer do not
+	// share it.
+	ReplayWindow caddy.Duration `json:"replay_window,omitempty"`
+
+	scheme    *signature.Scheme
+	keys      [][]byte
+	replay    *replayCache
+	replayKey string
+	logger    *zap.Logger
+	now       func() time.Time
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.webhook_verify",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision expands the secrets, derives the keys and sets defaults.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.now == nil {
+		h.now = time.Now
+	}
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
+
+	if h.Scheme == "" {
+		h.Scheme = defaultScheme
+	}
+	h.scheme = signature.SchemeByName(h.Scheme)
+	if h.scheme == nil {
+		return fmt.Errorf("unknown scheme %q; want one of %s", h.Scheme, strings.Join(signature.SchemeNames(), ", "))
+	}
+
+	// A fresh replacer knows only global placeholders ({env.*}, {file.*},
+	// {system.*}); request placeholders make no sense for a secret.
+	repl := caddy.NewReplacer()
+	h.keys = make([][]byte, 0, len(h.Secrets))
+	for i, s := range h.Secrets {
+		secret, err := repl.ReplaceOrErr(s, true, false)
+		if err != nil {
+			return fmt.Errorf("secret %d: %w", i+1, err)
+		}
+		if secret == "" {
+			return fmt.Errorf("secret %d is empty", i+1)
+		}
+		key, err := h.scheme.Key(secret)
+		if err != nil {
+			return fmt.Errorf("secret %d: decoding whsec_ secret: %w", i+1, err)
+		}
+		h.keys = append(h.keys, key)
+	}
+
+	if h.MaxBody == 0 {
+		h.MaxBody = defaultMaxBody
+	}
+	if h.Tolerance == 0 {
+		h.Tolerance = caddy.Duration(defaultTolerance)
+	}
+
+	if h.ReplayWindow > 0 && h.scheme.HasID() {
+		h.replayKey = replayPoolKey(h.scheme.Name, h.keys)
+		c, _, err := replayPool.LoadOrNew(h.replayKey, func() (caddy.Destructor, error) {
+			return newReplayCache(replayCapacity), nil
+		})
+		if err != nil {
+			return fmt.Errorf("replay cache: %w", err)
+		}
+		h.replay = c.(*replayCache)
+	}
+	return nil
+}
+
+// Validate checks the configuration.
+func (h *Handler) Validate() error {
+	if len(h.Secrets) == 0 {
+		return errors.New("at least one secret is required")
+	}
+	if h.MaxBody < 0 {
+		return fmt.Errorf("max_body must be positive, got %d", h.MaxBody)
+	}
+	if h.Tolerance < 0 {
+		return fmt.Errorf("tolerance must be positive, got %s", time.Duration(h.Tolerance))
+	}
+	if h.ReplayWindow < 0 {
+		return fmt.Errorf("replay_window must be positive, got %s", time.Duration(h.ReplayWindow))
+	}
+	if h.ReplayWindow > 0 && h.scheme != nil && !h.scheme.HasID() {
+		return fmt.Errorf("replay_window needs a delivery id, and scheme %s carries none", h.Scheme)
+	}
+	return nil
+}
+
+// ServeHTTP verifies the request and, if it is genuine and not a
+// duplicate, passes it to next with its body intact.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	body, err := readBody(r, h.MaxBody)
+	if errors.Is(err, errBodyTooLarge) {
+		h.decided(resultTooLarge, nil)
+		return writeJSON(w, http.StatusRequestEntityTooLarge,
+			map[string]string{"error": fmt.Sprintf("body exceeds max_body of %d bytes", h.MaxBody)})
+	}
+	if err != nil {
+		return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("reading webhook body: %w", err))
+	}
+
+	err = h.scheme.Verify(signature.Request{
+		Header:          r.Header,
+		Body:            body,
+		SignatureHeader: h.Header,
+		Now:             h.now(),
+		Tolerance:       time.Duration(h.Tolerance),
+	}, h.keys)
+	if err != nil {
+		h.decided(resultOf(err), err)
+		return writeJSON(w, http.StatusUnauthorized, map[string]string{"error": err.Error()})
+	}
+
+	setBody(r, body)
+	if h.replay == nil {
+		h.decided(resultValid, nil)
+		return next.ServeHTTP(w, r)
+	}
+	id := h.scheme.ID(r.Header)
+	if id == "" {
+		h.decided(resultValid, nil)
+		return next.ServeHTTP(w, r)
+	}
+	return h.serveOnce(w, r, next, id)
+}
+
+// serveOnce forwards a verified delivery unless its id was already answered
+// 2xx within the replay window. The key includes host and path because one
+// event reaches every endpoint subscribed to it under the same id, and
+// those endpoints may share this cache.
+func (h *Handler) serveOnce(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, id string) error {
+	key := r.Host + r.URL.Path + "\x00" + id
+	switch h.replay.begin(key, h.now()) {
+	case replaySeen:
+		h.decided(resultDuplicate, nil)
+		w.Header().Set(DuplicateHeader, "true")
+		return writeJSON(w, http.StatusOK, map[string]bool{"duplicate": true})
+	case replayInFlight:
+		h.decided(resultDuplicate, nil)
+		w.Header().Set(DuplicateHeader, "true")
+		w.Header().Set("Retry-After", "5")
+		return writeJSON(w, http.StatusConflict, map[string]string{"error": "a delivery with this id is being handled"})
+	}
+	h.decided(resultValid, nil)
+
+	rec := &statusRecorder{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
+	delivered := false
+	// Deferred so that a panic further down cannot leave the id marked in
+	// flight, which would turn every retry into a 409.
+	defer func() { h.replay.finish(key, delivered, h.now(), time.Duration(h.ReplayWindow)) }()
+	err := next.ServeHTTP(rec, r)
+	delivered = err == nil && (rec.status == 0 || rec.status/100 == 2)
+	return err
+}
+
+// decided counts and logs one verification outcome.
+func (h *Handler) decided(result string, err error) {
+	verifications.WithLabelValues(result).Inc()
+	if ce := h.logger.Check(zap.DebugLevel, "webhook verification"); ce != nil {
+		fields := []zap.Field{zap.String("scheme", h.Scheme), zap.String("result", result)}
+		if err != nil {
+			// Verification errors never carry a secret or an expected
+			// signature, so the reason is safe to log.
+			fields = append(fields, zap.String("reason", err.Error()))
+		}
+		ce.Write(fields...)
+	}
+}
+
+// Cleanup releases this config's hold on the shared replay cache.
+func (h *Handler) Cleanup() error {
+	if h.replay != nil {
+		_, err := replayPool.Delete(h.replayKey)
+		return err
+	}
+	return nil
+}
+
+// resultOf maps a verification error to its metric label.
+func resultOf(err error) string {
+	switch {
+	case errors.Is(err, signature.ErrMissing):
+		return resultMissing
+	case errors.Is(err, signature.ErrExpired):
+		return resultExpired
+	default:
+		return resultInvalid
+	}
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)
