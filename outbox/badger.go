@@ -82,6 +82,15 @@ type BadgerStore struct {
 	// costs nothing to the others.
 	heads map[string]time.Time
 
+	// Commits write one at a time (writeMu, so an idempotency key written
+	// by one is seen by the next) but share fsyncs: a commit whose write
+	// landed while another's fsync ran waits for the next one, which
+	// covers every write before it (writeSeq, syncedSeq).
+	writeMu   sync.Mutex
+	writeSeq  atomic.Uint64
+	syncMu    sync.Mutex
+	syncedSeq uint64
+
 	pending  atomic.Int64
 	oldestMu sync.Mutex
 	oldest   []byte // pending-set position of the oldest entry last seen
@@ -385,6 +394,37 @@ func (s *BadgerStore) Commit(ctx context.Context, batch []*Ingest) error {
 	if err := s.checkSpace(); err != nil {
 		return err
 	}
+	seq, err := s.write(batch)
+	if err != nil {
+		return err
+	}
+	if err := s.syncTo(seq); err != nil {
+		return fmt.Errorf("syncing events: %w", unavailable(err))
+	}
+	s.account(batch)
+	return nil
+}
+
+// syncTo returns once every write up to seq is on disk.
+func (s *BadgerStore) syncTo(seq uint64) error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	if s.syncedSeq >= seq {
+		return nil
+	}
+	target := s.writeSeq.Load()
+	if err := s.db.Sync(); err != nil {
+		return err
+	}
+	s.syncedSeq = target
+	return nil
+}
+
+// write puts the batch in Badger's memtable and log, not yet synced, and
+// returns its sequence number.
+func (s *BadgerStore) write(batch []*Ingest) (uint64, error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	txn := s.db.NewTransaction(true)
 	defer func() { txn.Discard() }()
 	var inTxn []*badger.Entry // entries of the ingests set in txn so far
@@ -395,22 +435,22 @@ func (s *BadgerStore) Commit(ctx context.Context, batch []*Ingest) error {
 			item, err := txn.Get(k)
 			if err == nil {
 				if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &in.Result) }); err != nil {
-					return fmt.Errorf("reading idempotency key: %w", err)
+					return 0, fmt.Errorf("reading idempotency key: %w", err)
 				}
 				in.Result.Duplicate = true
 				continue
 			} else if !errors.Is(err, badger.ErrKeyNotFound) {
-				return fmt.Errorf("reading idempotency key: %w", unavailable(err))
+				return 0, fmt.Errorf("reading idempotency key: %w", unavailable(err))
 			}
 		}
 		in.Result = IngestResult{ID: in.Event.ID, Deliveries: len(in.Deliveries)}
 		entries, err := ingestEntries(in, evTTL)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if err := setAll(txn, entries); err != nil {
 			if !errors.Is(err, badger.ErrTxnTooBig) {
-				return fmt.Errorf("writing event: %w", unavailable(err))
+				return 0, fmt.Errorf("writing event: %w", unavailable(err))
 			}
 			// The failed set may have left part of this ingest in txn, so
 			// txn is redone with the earlier ingests alone and committed.
@@ -418,10 +458,10 @@ func (s *BadgerStore) Commit(ctx context.Context, batch []*Ingest) error {
 			if len(inTxn) > 0 {
 				txn = s.db.NewTransaction(true)
 				if err := setAll(txn, inTxn); err != nil {
-					return fmt.Errorf("writing events: %w", unavailable(err))
+					return 0, fmt.Errorf("writing events: %w", unavailable(err))
 				}
 				if err := txn.Commit(); err != nil {
-					return fmt.Errorf("committing events: %w", unavailable(err))
+					return 0, fmt.Errorf("committing events: %w", unavailable(err))
 				}
 			}
 			txn, inTxn = s.db.NewTransaction(true), nil
@@ -429,19 +469,15 @@ func (s *BadgerStore) Commit(ctx context.Context, batch []*Ingest) error {
 				// Too big alone. The batch fails, but what was committed
 				// before it is queued, so it is delivered all the same.
 				s.account(batch[:i])
-				return fmt.Errorf("writing event %s: %w", in.Event.ID, unavailable(err))
+				return 0, fmt.Errorf("writing event %s: %w", in.Event.ID, unavailable(err))
 			}
 		}
 		inTxn = append(inTxn, entries...)
 	}
 	if err := txn.Commit(); err != nil {
-		return fmt.Errorf("committing events: %w", unavailable(err))
+		return 0, fmt.Errorf("committing events: %w", unavailable(err))
 	}
-	if err := s.db.Sync(); err != nil {
-		return fmt.Errorf("syncing events: %w", unavailable(err))
-	}
-	s.account(batch)
-	return nil
+	return s.writeSeq.Add(1), nil
 }
 
 // account counts and queues the pending deliveries of committed ingests.

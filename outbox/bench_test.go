@@ -201,3 +201,14 @@ func benchDeliver(b *testing.B, perHook int) {
 	got.Wait()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "deliveries/s")
 }
+
+func BenchmarkParseEvent(b *testing.B) {
+	body := benchBody()
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if _, _, err := ParseEvent(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

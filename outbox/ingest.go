@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"errors"
+	"sync"
 )
 
 // maxBatch bounds how many ingests share one transaction and one fsync.
@@ -42,17 +43,34 @@ func (o *Outbox) commit(ctx context.Context, in *Ingest) error {
 	}
 }
 
+// maxCommits is how many batches may be between write and fsync at once:
+// while one waits for its fsync, the next is written, and one fsync can
+// cover both.
+const maxCommits = 4
+
 func (o *Outbox) commitLoop(ctx context.Context) {
-	defer close(o.stopped)
-	batch := make([]*pendingIngest, 0, maxBatch)
-	ins := make([]*Ingest, 0, maxBatch)
+	var inFlight sync.WaitGroup
+	defer func() {
+		inFlight.Wait()
+		close(o.stopped)
+	}()
+	slots := make(chan struct{}, maxCommits)
 	for {
+		var first *pendingIngest
 		select {
 		case <-ctx.Done():
 			return
-		case p := <-o.ingest:
-			batch = append(batch[:0], p)
+		case first = <-o.ingest:
 		}
+		// Waiting for a slot before draining lets the batch grow while
+		// the commits ahead of it finish.
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			first.done <- ErrClosed
+			return
+		}
+		batch := []*pendingIngest{first}
 	fill:
 		for len(batch) < maxBatch {
 			select {
@@ -62,18 +80,23 @@ func (o *Outbox) commitLoop(ctx context.Context) {
 				break fill
 			}
 		}
-		ins = ins[:0]
-		for _, p := range batch {
-			ins = append(ins, p.in)
-		}
-		// The store call is not cancelled by ctx: a batch is either
-		// committed whole or reported as failed.
-		err := o.store.Commit(context.Background(), ins)
-		if err != nil && !errors.Is(err, ErrUnavailable) {
-			err = errors.Join(ErrUnavailable, err)
-		}
-		for _, p := range batch {
-			p.done <- err
-		}
+		inFlight.Add(1)
+		go func() {
+			defer inFlight.Done()
+			defer func() { <-slots }()
+			ins := make([]*Ingest, len(batch))
+			for i, p := range batch {
+				ins[i] = p.in
+			}
+			// Not cancelled by ctx: a batch is committed whole or
+			// reported as failed.
+			err := o.store.Commit(context.Background(), ins)
+			if err != nil && !errors.Is(err, ErrUnavailable) {
+				err = errors.Join(ErrUnavailable, err)
+			}
+			for _, p := range batch {
+				p.done <- err
+			}
+		}()
 	}
 }

@@ -5,9 +5,9 @@
 package outbox
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"net/url"
@@ -208,39 +208,45 @@ func (o *Outbox) notify() {
 func newID() string { return uuid.Must(uuid.NewV7()).String() }
 
 // ParseEvent checks an ingest body: valid JSON with "event" and an object
-// "data" carrying "appId".
+// "data" carrying "appId". It decodes the body once: this is the hot path.
 func ParseEvent(body []byte) (eventType, appID string, err error) {
 	var in struct {
-		Event *string         `json:"event"`
-		Data  json.RawMessage `json:"data"`
+		Event *string `json:"event"`
+		Data  *struct {
+			AppID json.RawMessage `json:"appId"`
+		} `json:"data"`
 	}
 	if err := json.Unmarshal(body, &in); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			switch te.Field {
+			case "event":
+				return "", "", invalid("event", "must be a string")
+			case "data":
+				return "", "", invalid("data", "must be an object")
+			case "":
+				return "", "", invalid("", "body must be a JSON object")
+			}
+		}
 		return "", "", invalid("", "malformed JSON: %v", err)
 	}
 	if in.Event == nil || *in.Event == "" {
 		return "", "", invalid("event", "missing")
 	}
-	data := bytes.TrimSpace(in.Data)
-	if len(data) == 0 || bytes.Equal(data, []byte("null")) {
+	if in.Data == nil {
 		return "", "", invalid("data", "missing")
 	}
-	if data[0] != '{' {
-		return "", "", invalid("data", "must be an object")
-	}
-	var d struct {
-		AppID any `json:"appId"`
-	}
-	if err := json.Unmarshal(data, &d); err != nil {
-		return "", "", invalid("data", "%v", err)
-	}
-	app, ok := d.AppID.(string)
-	if d.AppID == nil || !ok || app == "" {
-		if d.AppID != nil && !ok {
-			return "", "", invalid("data.appId", "must be a string")
-		}
+	raw := in.Data.AppID
+	if len(raw) == 0 || string(raw) == "null" {
 		return "", "", invalid("data.appId", "missing")
 	}
-	return *in.Event, app, nil
+	if raw[0] != '"' || json.Unmarshal(raw, &appID) != nil {
+		return "", "", invalid("data.appId", "must be a string")
+	}
+	if appID == "" {
+		return "", "", invalid("data.appId", "missing")
+	}
+	return *in.Event, appID, nil
 }
 
 // Ingest stores an event posted by the service with one delivery per

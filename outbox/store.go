@@ -12,8 +12,10 @@ import (
 type Store interface {
 	io.Closer
 
-	// Commit writes a batch of ingested events with their deliveries in one
-	// durable transaction: when it returns nil, a crash loses none of them.
+	// Commit writes a batch of ingested events with their deliveries
+	// durably: when it returns nil, a crash loses none of them. Each ingest
+	// is atomic. Commit is called concurrently (a few batches at a time)
+	// and must keep idempotency keys exact across concurrent calls.
 	// An Ingest whose idempotency key was seen before is not written; its
 	// Result is filled with the first event's id and delivery count.
 	Commit(ctx context.Context, batch []*Ingest) error

@@ -39,6 +39,7 @@ var (
 	soakRate  = flag.Int("soak-rate", 500, "events per second during the soak")
 	keepTemps = flag.Bool("keep", false, "keep temporary directories")
 	profDir   = flag.String("profile", "", "save CPU and heap profiles of the sidecar into this directory")
+	holdSink  = flag.Bool("hold", false, "ingest scenario: hold deliveries (endpoint closed) to measure ingest alone")
 )
 
 type row struct {
@@ -421,13 +422,15 @@ func benchIngest() {
 	base.baseline = true
 	rows = append(rows, base)
 
-	sk := newSink(true)
+	sk := newSink(!*holdSink)
 	defer sk.close()
 	p, url := startSidecar("ingest", "")
 	createWebhook(p, "bench", sk.url)
+	go p.saveProfile(fmt.Sprintf("profile?seconds=%d", int(duration.Seconds())-2), "ingest.cpu")
 	r, w := measure("ingest (webhook_events, fsync, 1 webhook)", p, url, event("bench", 1), nil)
 	r.ratio = ratio(r.rps, base.rps)
 	accepted := int64(w.total - w.non2xx)
+	sk.release()
 	ok := sk.waitFor(accepted, 2*time.Minute)
 	r.note = strings.TrimSpace(r.note + fmt.Sprintf(" %d accepted, %d delivered", accepted, sk.count.Load()))
 	if !ok {
