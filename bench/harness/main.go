@@ -77,6 +77,8 @@ func main() {
 			benchMemory()
 		case "soak":
 			soak()
+		case "hygiene":
+			hygiene()
 		default:
 			log.Fatalf("unknown scenario %q", s)
 		}
