@@ -48,9 +48,12 @@ func newAPI(source func() *outbox.Outbox, logger *zap.Logger) *api {
 		"POST " + hook + "/deliveries/{deliveryId}/resend": a.resend,
 		"POST " + hook + "/recover":                        a.recover,
 		"POST " + hook + "/test":                           a.test,
+		"GET " + hook + "/stats":                           a.stats,
 	} {
 		a.mux.Handle(pattern, a.handle(fn))
 	}
+	// The API's description needs no running outbox.
+	a.mux.HandleFunc("GET /webhooks/openapi.json", serveOpenAPI)
 	return a
 }
 
@@ -331,6 +334,83 @@ func (a *api) recover(w http.ResponseWriter, r *http.Request, ob *outbox.Outbox)
 	writeJSON(w, http.StatusAccepted, struct {
 		Recovered int `json:"recovered"`
 	}{n})
+	return nil
+}
+
+// statsMaxHours bounds a stats window (a week), and statsMaxScan the
+// deliveries read for one, so a busy webhook cannot make a request scan its
+// whole history.
+const (
+	statsMaxHours = 7 * 24
+	statsMaxScan  = 10000
+)
+
+// hourStats counts the deliveries of a webhook created in one hour.
+type hourStats struct {
+	Start     time.Time `json:"start"`
+	Succeeded int       `json:"succeeded"`
+	Failed    int       `json:"failed"`
+	Pending   int       `json:"pending"`
+	Skipped   int       `json:"skipped"`
+}
+
+// stats counts a webhook's deliveries per hour over the last ?hours= hours
+// (default 24), oldest hour first, for the console's chart. It pages the
+// history newest first and stops at the window's start; Truncated says it
+// stopped at statsMaxScan deliveries instead.
+func (a *api) stats(w http.ResponseWriter, r *http.Request, ob *outbox.Outbox) error {
+	hours := 24
+	if s := r.URL.Query().Get("hours"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > statsMaxHours {
+			return &outbox.ValidationError{Field: "hours", Message: fmt.Sprintf("must be an integer from 1 to %d", statsMaxHours)}
+		}
+		hours = n
+	}
+	now := time.Now().UTC()
+	first := now.Truncate(time.Hour).Add(-time.Duration(hours-1) * time.Hour)
+	buckets := make([]hourStats, hours)
+	for i := range buckets {
+		buckets[i].Start = first.Add(time.Duration(i) * time.Hour)
+	}
+	appID, hookID := r.PathValue("appId"), r.PathValue("id")
+	f := outbox.DeliveryFilter{Limit: outbox.MaxPageSize}
+	truncated, scanned := false, 0
+pages:
+	for {
+		ds, next, err := ob.Deliveries(r.Context(), appID, hookID, f)
+		if err != nil {
+			return notFound(err, "webhook")
+		}
+		for _, d := range ds {
+			if d.CreatedAt.Before(first) {
+				break pages // newest first: the rest is older still
+			}
+			if scanned++; scanned > statsMaxScan {
+				truncated = true
+				break pages
+			}
+			i := min(int(d.CreatedAt.Sub(first)/time.Hour), hours-1)
+			switch d.Status {
+			case outbox.StatusSucceeded:
+				buckets[i].Succeeded++
+			case outbox.StatusFailed:
+				buckets[i].Failed++
+			case outbox.StatusPending:
+				buckets[i].Pending++
+			case outbox.StatusSkipped:
+				buckets[i].Skipped++
+			}
+		}
+		if next == "" {
+			break
+		}
+		f.Cursor = next
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Data      []hourStats `json:"data"`
+		Truncated bool        `json:"truncated"`
+	}{buckets, truncated})
 	return nil
 }
 

@@ -17,8 +17,8 @@ func init() {
 // consolePrefix is where webhook_admin serves the console.
 const consolePrefix = "/webhooks/console/"
 
-// Admin serves the management API (and, later, the console) on a site, so
-// it can sit behind Caddy's own auth directives:
+// Admin serves the management API and the console on a site, so it can sit
+// behind Caddy's own auth directives:
 //
 //	handle /webhooks/* {
 //	    basic_auth { admin <hash> }
@@ -31,7 +31,7 @@ const consolePrefix = "/webhooks/console/"
 type Admin struct {
 	app     *App
 	api     *api
-	console http.Handler // nil until the console exists
+	console http.Handler
 }
 
 // CaddyModule returns the Caddy module information.
@@ -50,28 +50,19 @@ func (h *Admin) Provision(ctx caddy.Context) error {
 	}
 	h.app = app.(*App)
 	h.api = newAPI(h.app.Outbox, ctx.Logger())
-	h.console = newConsole(h.app)
+	h.console = newConsole()
 	return nil
 }
 
 // ServeHTTP answers a management API or console request.
 func (h *Admin) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	if r.URL.Path == strings.TrimSuffix(consolePrefix, "/") || strings.HasPrefix(r.URL.Path, consolePrefix) {
-		if h.console == nil {
-			writeError(w, http.StatusNotFound, "the console is not available yet")
-			return nil
-		}
 		h.console.ServeHTTP(w, r)
 		return nil
 	}
 	h.api.ServeHTTP(w, r)
 	return nil
 }
-
-// newConsole returns the handler of the console pages under
-// /webhooks/console/, or nil while there is none.
-// TODO: the console (another issue) plugs in here.
-func newConsole(*App) http.Handler { return nil }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
