@@ -208,45 +208,54 @@ func (o *Outbox) notify() {
 func newID() string { return uuid.Must(uuid.NewV7()).String() }
 
 // ParseEvent checks an ingest body: valid JSON with "event" and an object
-// "data" carrying "appId". It decodes the body once: this is the hot path.
+// "data" carrying "appId". Member names match exactly, and the last of a
+// repeated name wins, as JSON.parse does: encoding/json's struct decoding
+// folds case, which would route {"EVENT": ...} by a member that receivers
+// never see.
 func ParseEvent(body []byte) (eventType, appID string, err error) {
-	var in struct {
-		Event *string `json:"event"`
-		Data  *struct {
-			AppID json.RawMessage `json:"appId"`
-		} `json:"data"`
-	}
-	if err := json.Unmarshal(body, &in); err != nil {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(body, &top); err != nil {
 		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			switch te.Field {
-			case "event":
-				return "", "", invalid("event", "must be a string")
-			case "data":
-				return "", "", invalid("data", "must be an object")
-			case "":
-				return "", "", invalid("", "body must be a JSON object")
-			}
+		if errors.As(err, &te) || (len(body) > 0 && json.Valid(body)) {
+			return "", "", invalid("", "body must be a JSON object")
 		}
 		return "", "", invalid("", "malformed JSON: %v", err)
 	}
-	if in.Event == nil || *in.Event == "" {
-		return "", "", invalid("event", "missing")
+	if top == nil {
+		return "", "", invalid("", "body must be a JSON object")
 	}
-	if in.Data == nil {
+	eventType, err = jsonString(top["event"], "event")
+	if err != nil {
+		return "", "", err
+	}
+	data := top["data"]
+	if len(data) == 0 || string(data) == "null" {
 		return "", "", invalid("data", "missing")
 	}
-	raw := in.Data.AppID
+	var fields map[string]json.RawMessage
+	if data[0] != '{' || json.Unmarshal(data, &fields) != nil {
+		return "", "", invalid("data", "must be an object")
+	}
+	appID, err = jsonString(fields["appId"], "data.appId")
+	if err != nil {
+		return "", "", err
+	}
+	return eventType, appID, nil
+}
+
+// jsonString reads a required, non-empty JSON string member.
+func jsonString(raw json.RawMessage, field string) (string, error) {
 	if len(raw) == 0 || string(raw) == "null" {
-		return "", "", invalid("data.appId", "missing")
+		return "", invalid(field, "missing")
 	}
-	if raw[0] != '"' || json.Unmarshal(raw, &appID) != nil {
-		return "", "", invalid("data.appId", "must be a string")
+	var s string
+	if raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
+		return "", invalid(field, "must be a string")
 	}
-	if appID == "" {
-		return "", "", invalid("data.appId", "missing")
+	if s == "" {
+		return "", invalid(field, "missing")
 	}
-	return *in.Event, appID, nil
+	return s, nil
 }
 
 // Ingest stores an event posted by the service with one delivery per

@@ -329,3 +329,18 @@ func TestLargeBatchOverflowsTransaction(t *testing.T) {
 		return true
 	})
 }
+
+func TestParseEventExactNames(t *testing.T) {
+	for _, body := range []string{
+		`{"Event":"job_finished","DATA":{"APPID":"a"}}`,
+		`{"event":"job_finished","data":{"AppId":"a"}}`,
+	} {
+		if _, _, err := ParseEvent([]byte(body)); err == nil {
+			t.Errorf("ParseEvent(%s) accepted members receivers will not find", body)
+		}
+	}
+	ev, app, err := ParseEvent([]byte(`{"event":"job_created","EVENT":"job_finished","data":{"appId":"x","appId":"a"}}`))
+	if err != nil || ev != "job_created" || app != "a" {
+		t.Fatalf("got %q %q %v, want the exact member and the last repeated one, as JSON.parse reads them", ev, app, err)
+	}
+}
