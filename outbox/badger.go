@@ -119,8 +119,8 @@ func OpenBadger(dir string, opts BadgerOptions) (*BadgerStore, error) {
 		WithNumLevelZeroTablesStall(12).
 		WithBlockCacheSize(16 << 20).
 		WithIndexCacheSize(8 << 20).
-		WithValueThreshold(64 << 10).
-		WithValueLogFileSize(256 << 20).
+		WithValueThreshold(512).
+		WithValueLogFileSize(64 << 20).
 		WithNumCompactors(2).
 		WithBaseTableSize(1 << 20).
 		WithMetricsEnabled(false).

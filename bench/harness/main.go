@@ -64,6 +64,7 @@ func main() {
 		scen = []string{"ingest", "receiver", "e2e", "fanout", "memory"}
 	}
 	for _, s := range scen {
+		before := len(rows)
 		switch s {
 		case "ingest":
 			benchIngest()
@@ -81,6 +82,9 @@ func main() {
 			hygiene()
 		default:
 			log.Fatalf("unknown scenario %q", s)
+		}
+		for _, r := range rows[before:] {
+			log.Printf("result: %s: %.0f %s, p50 %s, p99 %s, CPU %.1fs, peak RSS %.0f MB, %s %s", r.scenario, r.rps, r.perSecond, r.p50, r.p99, r.cpu, r.rssMB, r.ratio, r.note)
 		}
 	}
 	printTable()
