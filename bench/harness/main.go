@@ -516,6 +516,9 @@ func benchFanout() {
 			createWebhook(p, "fan", sk.url)
 		}
 		log.Printf("fanout: %d events to %d webhooks", events, k)
+		if k == 100 {
+			go p.saveProfile("profile?seconds=8", "fanout100.cpu")
+		}
 		c0 := p.cpuSeconds()
 		start := time.Now()
 		accepted := post(url, "fan", events)
