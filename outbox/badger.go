@@ -96,6 +96,7 @@ type BadgerStore struct {
 	oldest   []byte // pending-set position of the oldest entry last seen
 	gcStop   chan struct{}
 	gcDone   chan struct{}
+	bg       sync.WaitGroup
 }
 
 // OpenBadger opens (creating if needed) the store in dir.
@@ -201,7 +202,7 @@ func (s *BadgerStore) loadHeads(txn *badger.Txn) error {
 			if _, known := s.webhooks[whID]; known {
 				s.heads[whID] = due
 			} else {
-				go s.dropQueue(whID)
+				s.background(func() { s.dropQueue(whID) })
 			}
 		}
 		it.Seek(slices.Concat(prefixQueue, []byte(whID), []byte{'/' + 1}))
@@ -215,10 +216,32 @@ func (s *BadgerStore) SetRetention(history, events time.Duration) {
 	s.events.Store(int64(events))
 }
 
-// Close stops the GC loop and closes Badger.
+// background runs cleanup work that Close waits for. The work stops early
+// once Close has begun: what it leaves is found again at the next start
+// (queues of unknown webhooks) or expires (finished history has a TTL).
+func (s *BadgerStore) background(f func()) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		f()
+	}()
+}
+
+// closing reports whether Close has begun.
+func (s *BadgerStore) closing() bool {
+	select {
+	case <-s.gcStop:
+		return true
+	default:
+		return false
+	}
+}
+
+// Close stops the GC loop and background cleanups and closes Badger.
 func (s *BadgerStore) Close() error {
 	close(s.gcStop)
 	<-s.gcDone
+	s.bg.Wait()
 	return s.db.Close()
 }
 
@@ -632,10 +655,10 @@ func (s *BadgerStore) DeleteWebhook(ctx context.Context, appID, id string) error
 		return fmt.Errorf("syncing webhook: %w", unavailable(err))
 	}
 	s.cacheDelete(w)
-	go func() {
+	s.background(func() {
 		s.dropQueue(id)
 		s.dropHistory(id)
-	}()
+	})
 	return nil
 }
 
@@ -647,7 +670,7 @@ func (s *BadgerStore) dropHistory(webhookID string) {
 	_ = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: deliveryPrefix(webhookID), PrefetchValues: true, PrefetchSize: 100})
 		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
+		for it.Rewind(); it.Valid() && !s.closing(); it.Next() {
 			var pending bool
 			_ = it.Item().Value(func(v []byte) error {
 				pending = bytes.Contains(v, []byte(`"status":"pending"`))
@@ -832,7 +855,7 @@ func (s *BadgerStore) dropQueue(webhookID string) {
 	_ = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
 		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
+		for it.Rewind(); it.Valid() && !s.closing(); it.Next() {
 			_, id, ok := parseQueueEntry(it.Item().Key()[len(prefix):])
 			if !ok || s.claimed[id] {
 				// A claimed entry is dropped by Save when its attempt ends.
