@@ -20,6 +20,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/fixture"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -50,30 +51,7 @@ const (
 )
 
 // capawesomeJobFinished is the job_finished example of the Capawesome page.
-const capawesomeJobFinished = `{
-  "event": "job_finished",
-  "data": {
-    "id": "16555c02-a320-4bec-a14a-52754d783970",
-    "appBuildId": "647d1fe4-9cb7-4f25-afaf-7a0c13a1bb8c",
-    "appDeploymentId": null,
-    "appId": "70922e93-0944-48cc-a560-61135ab291ad",
-    "canceledAt": 1771143284003,
-    "canceledBy": "f624e455-b19c-4f17-8282-e4a7a02597f3",
-    "finishedAt": 1771143284003,
-    "inProgressAt": 1771143275311,
-    "inProgressTimeInSeconds": 8,
-    "organizationId": "a7249949-a705-4952-a293-a06df84950dc",
-    "pendingAt": 1771143256381,
-    "pendingTimeInSeconds": 18,
-    "queuedAt": null,
-    "queueTimeInSeconds": null,
-    "stack": "macos-tahoe",
-    "status": "canceled",
-    "totalTimeInSeconds": 27,
-    "createdAt": 1771143256161,
-    "createdBy": "f624e455-b19c-4f17-8282-e4a7a02597f3"
-  }
-}`
+const capawesomeJobFinished = fixture.JobFinished
 
 // fuzzStore is the Badger store with two changes: Claim hands the
 // dispatcher nothing, so no delivery is ever attempted and pending counts

@@ -319,32 +319,7 @@ func TestPostgresOutboxDelivers(t *testing.T) {
 // one transaction (one fsync at COMMIT) per batch, one delivery per event,
 // about 1 KiB each, like BenchmarkCommitBatch for Badger.
 func BenchmarkPostgresCommit(b *testing.B) {
-	for _, size := range []int{1, 64, 256} {
-		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
-			s := openPostgres(b, pgtest.DSN(b), PostgresOptions{})
-			now := time.Now().UTC()
-			w := &Webhook{ID: newID(), AppID: "bench", Name: "b", URL: "https://example.test/", Enabled: true,
-				Events: []string{"job_finished"}, CreatedAt: now, UpdatedAt: now}
-			if err := s.CreateWebhook(context.Background(), w); err != nil {
-				b.Fatal(err)
-			}
-			body := benchBody()
-			b.ReportAllocs()
-			b.ResetTimer()
-			events := 0
-			for b.Loop() {
-				batch := make([]*Ingest, size)
-				now := time.Now()
-				for i := range batch {
-					ev := &Event{ID: newID(), AppID: "bench", Type: "job_finished", ReceivedAt: now, Body: body}
-					batch[i] = &Ingest{Event: ev, Deliveries: []*Delivery{newDelivery(w, ev, now)}}
-				}
-				if err := s.Commit(context.Background(), batch); err != nil {
-					b.Fatal(err)
-				}
-				events += size
-			}
-			b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
-		})
-	}
+	benchCommit(b, func(b *testing.B) Store {
+		return openPostgres(b, pgtest.DSN(b), PostgresOptions{})
+	})
 }
