@@ -20,7 +20,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/caddy-webhooks/caddy-webhooks/internal/fixture"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -35,6 +34,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-webhooks/caddy-webhooks/internal/fixture"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 )
 
