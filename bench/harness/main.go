@@ -80,6 +80,8 @@ func main() {
 			soak()
 		case "hygiene":
 			hygiene()
+		case "fleet":
+			fleet()
 		default:
 			log.Fatalf("unknown scenario %q", s)
 		}

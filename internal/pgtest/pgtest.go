@@ -64,6 +64,20 @@ func DSN(t testing.TB) string {
 	return createDatabase(t, base)
 }
 
+// Server returns the DSN of the maintenance database of the server the
+// tests use (WEBHOOKS_TEST_POSTGRES, or a throwaway one started once), for
+// programs that are not tests, such as the benchmark harness.
+func Server() (string, error) {
+	if base := os.Getenv(EnvDSN); base != "" {
+		return base, nil
+	}
+	serverOnce.Do(startServer)
+	if skipReason != "" {
+		return "", errors.New(skipReason)
+	}
+	return serverDSN, serverErr
+}
+
 // Stop stops the throwaway server now, for a TestMain that wants it gone
 // before the process exits. Without it the server stops at exit anyway.
 func Stop() {
