@@ -149,7 +149,7 @@ func OpenBadger(dir string, opts BadgerOptions) (*BadgerStore, error) {
 		gcStop:   make(chan struct{}),
 		gcDone:   make(chan struct{}),
 	}
-	s.SetRetention(720*time.Hour, 720*time.Hour+IdempotencyWindow)
+	s.SetRetention(720*time.Hour, 720*time.Hour)
 	if err := s.load(); err != nil {
 		db.Close()
 		return nil, err
@@ -467,7 +467,7 @@ func (s *BadgerStore) write(batch []*Ingest) (uint64, error) {
 			}
 		}
 		in.Result = IngestResult{ID: in.Event.ID, Deliveries: len(in.Deliveries)}
-		entries, err := ingestEntries(in, evTTL)
+		entries, err := ingestEntries(in, evTTL, time.Duration(s.history.Load()))
 		if err != nil {
 			return 0, err
 		}
@@ -529,7 +529,7 @@ func setAll(txn *badger.Txn, entries []*badger.Entry) error {
 	return nil
 }
 
-func ingestEntries(in *Ingest, evTTL time.Duration) ([]*badger.Entry, error) {
+func ingestEntries(in *Ingest, evTTL, historyTTL time.Duration) ([]*badger.Entry, error) {
 	ev, err := encodeEvent(in.Event)
 	if err != nil {
 		return nil, err
@@ -551,7 +551,12 @@ func ingestEntries(in *Ingest, evTTL time.Duration) ([]*badger.Entry, error) {
 		if err != nil {
 			return nil, err
 		}
-		entries = append(entries, badger.NewEntry(deliveryKey(d.WebhookID, d.ID), v))
+		e := badger.NewEntry(deliveryKey(d.WebhookID, d.ID), v)
+		if d.Status != StatusPending {
+			// Skipped: finished on arrival, kept as long as any history.
+			e = e.WithTTL(historyTTL)
+		}
+		entries = append(entries, e)
 	}
 	return entries, nil
 }

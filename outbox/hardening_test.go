@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/caddy-webhooks/caddy-webhooks/signature"
 )
 
@@ -354,4 +356,28 @@ func TestDiskFull(t *testing.T) {
 			t.Fatalf("%d accepted events were not delivered", len(accepted))
 		}
 	}
+}
+
+// Finished and skipped deliveries and their events expire with retention.
+func TestHistoryExpires(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer srv.Close()
+	o := openTest(t, Options{Retention: time.Second, RetrySchedule: []time.Duration{}})
+	ctx := context.Background()
+	w, _ := o.CreateWebhook(ctx, "a", WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}})
+	off, _ := o.CreateWebhook(ctx, "a", WebhookInput{Name: ptr("off"), URL: ptr(srv.URL), Events: &[]string{"job_created"}, Enabled: ptr(false)})
+	r := ingestOne(t, o, "a", "job_created")
+	onlyDelivery(t, o, "a", w.ID, func(d *Delivery) bool { return d.Status == StatusSucceeded })
+	if ds, _, _ := o.Deliveries(ctx, "a", off.ID, DeliveryFilter{}); len(ds) != 1 || ds[0].Status != StatusSkipped {
+		t.Fatalf("disabled webhook's history: %v, want one skipped delivery", ds)
+	}
+	waitFor(t, "history to expire after the retention", func() bool {
+		a, _, _ := o.Deliveries(ctx, "a", w.ID, DeliveryFilter{})
+		b, _, _ := o.Deliveries(ctx, "a", off.ID, DeliveryFilter{})
+		return len(a) == 0 && len(b) == 0
+	})
+	s := o.Store().(*BadgerStore)
+	waitFor(t, "the event to expire", func() bool {
+		return s.db.View(func(txn *badger.Txn) error { _, err := getEvent(txn, r.ID); return err }) != nil
+	})
 }

@@ -144,12 +144,13 @@ func (o *Outbox) Configure(opts Options) {
 	o.opts.Store(&opts)
 	if rs, ok := o.store.(retentionSetter); ok {
 		// An event outlives every delivery of it: the history's retention
-		// plus the longest retry round, plus the idempotency window.
+		// plus the longest retry round. (An idempotency key keeps only the
+		// event's id, so it needs no body.)
 		var round time.Duration
 		for _, d := range opts.RetrySchedule {
 			round += d + d/5 + opts.Timeout
 		}
-		rs.SetRetention(opts.Retention, opts.Retention+round+IdempotencyWindow)
+		rs.SetRetention(opts.Retention, opts.Retention+round)
 	}
 	if o.d != nil {
 		o.d.configure(&opts)

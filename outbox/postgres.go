@@ -166,7 +166,7 @@ func OpenPostgres(ctx context.Context, dsn string, opts PostgresOptions) (*Postg
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
-	s.SetRetention(720*time.Hour, 720*time.Hour+IdempotencyWindow)
+	s.SetRetention(720*time.Hour, 720*time.Hour)
 	go s.cleanupLoop()
 	return s, nil
 }
