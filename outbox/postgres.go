@@ -735,6 +735,10 @@ func (s *PostgresStore) Claim(ctx context.Context, now time.Time, limit int, adm
 		return fail("claiming deliveries", err)
 	}
 	defer tx.Rollback(context.Background())
+	// A lease lost in a crash only makes the delivery claimable again.
+	if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+		return fail("claiming deliveries", err)
+	}
 
 	// Never nil: pgx sends a nil slice as NULL, and "<> ALL (NULL)" is
 	// never true.
@@ -912,15 +916,29 @@ func (s *PostgresStore) Save(ctx context.Context, j *Job) error {
 	if d.NextAttemptAt != nil {
 		next = *d.NextAttemptAt
 	}
+	// An attempt's record need not wait for the WAL flush: lost in a
+	// crash, the delivery is attempted again (at least once, as with the
+	// embedded store), so each save does not pay an fsync.
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return pgErr(fmt.Sprintf("saving delivery %s", d.ID), err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+		return pgErr(fmt.Sprintf("saving delivery %s", d.ID), err)
+	}
 	// A finished delivery leaves the pending set and starts its retention;
 	// a pending one keeps the pending_since it had.
-	tag, err := s.pool.Exec(ctx, `UPDATE deliveries SET status = $3, next_attempt_at = $4, round = $5,
+	tag, err := tx.Exec(ctx, `UPDATE deliveries SET status = $3, next_attempt_at = $4, round = $5,
 			resend = $6, attempts = $7::jsonb, lease_owner = NULL, lease_until = NULL,
 			pending_since = CASE WHEN $3 = 'pending' THEN pending_since END,
 			expires_at = CASE WHEN $3 <> 'pending' THEN now() + $8 * interval '1 microsecond' END
 		WHERE id = $1 AND lease_owner = $2`,
 		d.ID, s.owner, string(d.Status), nullTime(next), int32(d.Round), d.Resend, attempts,
 		micros(time.Duration(s.history.Load())))
+	if err == nil {
+		err = tx.Commit(ctx)
+	}
 	if err != nil {
 		return pgErr(fmt.Sprintf("saving delivery %s", d.ID), err)
 	}
