@@ -678,7 +678,8 @@ func (s *BadgerStore) dropHistory(webhookID string) {
 		for it.Rewind(); it.Valid() && !s.closing(); it.Next() {
 			var pending bool
 			_ = it.Item().Value(func(v []byte) error {
-				pending = bytes.Contains(v, []byte(`"status":"pending"`))
+				d, _, err := decodeDelivery(v)
+				pending = err == nil && d.Status == StatusPending
 				return nil
 			})
 			if !pending {
@@ -889,11 +890,14 @@ func (s *BadgerStore) Save(ctx context.Context, j *Job) error {
 	defer s.unclaim(d.ID)
 	since := j.PendingSince
 	finished := d.Status != StatusPending
+	// Looked up once: the write and the count below must agree even if
+	// the webhook is deleted meanwhile (dropQueue counts what it drops).
+	gone := s.cachedWebhook(d.WebhookID) == nil
 	err := s.db.Update(func(txn *badger.Txn) error {
 		if err := txn.Delete(queueKey(j.Due, d.WebhookID, d.ID)); err != nil {
 			return err
 		}
-		if s.cachedWebhook(d.WebhookID) == nil {
+		if gone {
 			// Deleted while in flight: drop it with the rest of its history.
 			if err := txn.Delete(pendingKey(since, d.ID)); err != nil {
 				return err
@@ -925,7 +929,7 @@ func (s *BadgerStore) Save(ctx context.Context, j *Job) error {
 	if err != nil {
 		return fmt.Errorf("saving delivery %s: %w", d.ID, unavailable(err))
 	}
-	if finished || s.cachedWebhook(d.WebhookID) == nil {
+	if finished || gone {
 		s.pending.Add(-1)
 	} else {
 		s.claimMu.Lock()
