@@ -54,6 +54,11 @@ type BadgerOptions struct {
 	// a full disk is a SIGBUS rather than an error, so the store stops
 	// taking new events while there is still room for the writes in flight.
 	MinFreeBytes int64
+
+	// Overridden by tests, which cannot wait for the defaults.
+	valueLogFileSize int64         // default 64 MiB
+	housekeepEvery   time.Duration // default housekeepEvery
+	sweepMargin      time.Duration // default sweepMargin
 }
 
 // BadgerStore is the embedded Store: one Badger directory, owned by one
@@ -63,6 +68,10 @@ type BadgerStore struct {
 	db      *badger.DB
 	dir     string
 	minFree int64
+	log     *zap.Logger
+
+	housekeepEvery time.Duration
+	sweepMargin    time.Duration
 
 	history atomic.Int64 // retention of finished deliveries, ns
 	events  atomic.Int64 // retention of events, ns
@@ -91,6 +100,12 @@ type BadgerStore struct {
 	syncMu    sync.Mutex
 	syncedSeq uint64
 
+	// flushMu is held shared by every writer, and by housekeeping's
+	// flush alone: Badger refuses writes while it flushes (see flush).
+	flushMu      sync.RWMutex
+	ingested     atomic.Int64 // events written, for housekeeping to tell a quiet store
+	lastIngested int64        // ingested at the previous housekeeping pass
+
 	pending  atomic.Int64
 	oldestMu sync.Mutex
 	oldest   []byte // pending-set position of the oldest entry last seen
@@ -107,6 +122,18 @@ func OpenBadger(dir string, opts BadgerOptions) (*BadgerStore, error) {
 	if opts.MinFreeBytes <= 0 {
 		opts.MinFreeBytes = 2*opts.MemTableSize + 32<<20
 	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.valueLogFileSize <= 0 {
+		opts.valueLogFileSize = 64 << 20
+	}
+	if opts.housekeepEvery <= 0 {
+		opts.housekeepEvery = housekeepEvery
+	}
+	if opts.sweepMargin <= 0 {
+		opts.sweepMargin = sweepMargin
+	}
 	bo := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{opts.Logger}).
 		// Ingest fsyncs once per group of events (see Commit); other
@@ -121,7 +148,7 @@ func OpenBadger(dir string, opts BadgerOptions) (*BadgerStore, error) {
 		WithBlockCacheSize(16 << 20).
 		WithIndexCacheSize(8 << 20).
 		WithValueThreshold(512).
-		WithValueLogFileSize(64 << 20).
+		WithValueLogFileSize(opts.valueLogFileSize).
 		WithNumCompactors(2).
 		WithBaseTableSize(1 << 20).
 		WithMetricsEnabled(false).
@@ -139,22 +166,25 @@ func OpenBadger(dir string, opts BadgerOptions) (*BadgerStore, error) {
 		return nil, fmt.Errorf("opening badger in %s: %w", dir, err)
 	}
 	s := &BadgerStore{
-		db:       db,
-		dir:      dir,
-		minFree:  opts.MinFreeBytes,
-		webhooks: map[string]*Webhook{},
-		byApp:    map[string][]*Webhook{},
-		claimed:  map[string]bool{},
-		heads:    map[string]time.Time{},
-		gcStop:   make(chan struct{}),
-		gcDone:   make(chan struct{}),
+		db:             db,
+		dir:            dir,
+		minFree:        opts.MinFreeBytes,
+		log:            opts.Logger,
+		housekeepEvery: opts.housekeepEvery,
+		sweepMargin:    opts.sweepMargin,
+		webhooks:       map[string]*Webhook{},
+		byApp:          map[string][]*Webhook{},
+		claimed:        map[string]bool{},
+		heads:          map[string]time.Time{},
+		gcStop:         make(chan struct{}),
+		gcDone:         make(chan struct{}),
 	}
 	s.SetRetention(720*time.Hour, 720*time.Hour)
 	if err := s.load(); err != nil {
 		db.Close()
 		return nil, err
 	}
-	go s.gcLoop()
+	go s.housekeepLoop()
 	return s, nil
 }
 
@@ -237,7 +267,7 @@ func (s *BadgerStore) closing() bool {
 	}
 }
 
-// Close stops the GC loop and background cleanups and closes Badger.
+// Close stops housekeeping and background cleanups and closes Badger.
 func (s *BadgerStore) Close() error {
 	close(s.gcStop)
 	<-s.gcDone
@@ -245,25 +275,11 @@ func (s *BadgerStore) Close() error {
 	return s.db.Close()
 }
 
-// gcLoop reclaims value-log space left by expired and rewritten entries.
-func (s *BadgerStore) gcLoop() {
-	defer close(s.gcDone)
-	t := time.NewTicker(5 * time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.gcStop:
-			return
-		case <-t.C:
-		}
-		for s.db.RunValueLogGC(0.5) == nil {
-			select {
-			case <-s.gcStop:
-				return
-			default:
-			}
-		}
-	}
+// update is db.Update for every writer but housekeeping's flush.
+func (s *BadgerStore) update(fn func(*badger.Txn) error) error {
+	s.flushMu.RLock()
+	defer s.flushMu.RUnlock()
+	return s.db.Update(fn)
 }
 
 // ---- encoding ----
@@ -448,6 +464,8 @@ func (s *BadgerStore) syncTo(seq uint64) error {
 func (s *BadgerStore) write(batch []*Ingest) (uint64, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
+	s.flushMu.RLock()
+	defer s.flushMu.RUnlock()
 	txn := s.db.NewTransaction(true)
 	defer func() { txn.Discard() }()
 	var inTxn []*badger.Entry // entries of the ingests set in txn so far
@@ -505,6 +523,7 @@ func (s *BadgerStore) write(batch []*Ingest) (uint64, error) {
 
 // account counts and queues the pending deliveries of committed ingests.
 func (s *BadgerStore) account(batch []*Ingest) {
+	s.ingested.Add(int64(len(batch)))
 	s.claimMu.Lock()
 	defer s.claimMu.Unlock()
 	for _, in := range batch {
@@ -602,7 +621,7 @@ func (s *BadgerStore) writeWebhook(w *Webhook) error {
 	if err != nil {
 		return err
 	}
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(webhookKey(w.AppID, w.ID), v) }); err != nil {
+	if err := s.update(func(txn *badger.Txn) error { return txn.Set(webhookKey(w.AppID, w.ID), v) }); err != nil {
 		return fmt.Errorf("writing webhook: %w", unavailable(err))
 	}
 	if err := s.db.Sync(); err != nil {
@@ -653,7 +672,7 @@ func (s *BadgerStore) DeleteWebhook(ctx context.Context, appID, id string) error
 	if !ok || w.AppID != appID {
 		return ErrNotFound
 	}
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(webhookKey(appID, id)) }); err != nil {
+	if err := s.update(func(txn *badger.Txn) error { return txn.Delete(webhookKey(appID, id)) }); err != nil {
 		return fmt.Errorf("deleting webhook: %w", unavailable(err))
 	}
 	if err := s.db.Sync(); err != nil {
@@ -670,6 +689,8 @@ func (s *BadgerStore) DeleteWebhook(ctx context.Context, appID, id string) error
 // dropHistory deletes a deleted webhook's finished deliveries; pending ones
 // in flight are dropped by Save when their attempt ends.
 func (s *BadgerStore) dropHistory(webhookID string) {
+	s.flushMu.RLock()
+	defer s.flushMu.RUnlock()
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	_ = s.db.View(func(txn *badger.Txn) error {
@@ -854,6 +875,8 @@ func (s *BadgerStore) queued(webhookID string, due time.Time) {
 func (s *BadgerStore) dropQueue(webhookID string) {
 	s.claimMu.Lock()
 	defer s.claimMu.Unlock()
+	s.flushMu.RLock()
+	defer s.flushMu.RUnlock()
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	var dropped int64
@@ -893,7 +916,7 @@ func (s *BadgerStore) Save(ctx context.Context, j *Job) error {
 	// Looked up once: the write and the count below must agree even if
 	// the webhook is deleted meanwhile (dropQueue counts what it drops).
 	gone := s.cachedWebhook(d.WebhookID) == nil
-	err := s.db.Update(func(txn *badger.Txn) error {
+	err := s.update(func(txn *badger.Txn) error {
 		if err := txn.Delete(queueKey(j.Due, d.WebhookID, d.ID)); err != nil {
 			return err
 		}
@@ -946,7 +969,7 @@ func (s *BadgerStore) Release(ctx context.Context, j *Job) error {
 	if j.Delivery.EventID != "" {
 		return nil
 	}
-	return s.db.Update(func(txn *badger.Txn) error {
+	return s.update(func(txn *badger.Txn) error {
 		return txn.Delete(queueKey(j.Due, j.Delivery.WebhookID, j.Delivery.ID))
 	})
 }
@@ -1063,7 +1086,7 @@ func (s *BadgerStore) Requeue(ctx context.Context, appID, webhookID string, ids 
 	}
 	var out []*Delivery
 	evTTL := time.Duration(s.events.Load())
-	err := s.db.Update(func(txn *badger.Txn) error {
+	err := s.update(func(txn *badger.Txn) error {
 		for _, id := range ids {
 			d, _, err := getDelivery(txn, webhookID, id)
 			if err != nil {

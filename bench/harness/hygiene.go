@@ -76,8 +76,9 @@ func hygiene() {
 	}
 	sk.waitFor(posted.Load(), 5*time.Minute)
 	sample()
-	// Let retention pass and compaction and value-log GC catch up.
-	for range 6 {
+	// Let the events' retention (1m plus the longest retry round, about
+	// 90 s here) pass and housekeeping (every minute) return the space.
+	for range 12 {
 		time.Sleep(30 * time.Second)
 		sample()
 		peak = max(peak, dirMB(p.dir))
