@@ -26,6 +26,7 @@ var metrics = struct {
 	duration         *prometheus.HistogramVec
 	pending          prometheus.Gauge
 	oldestPending    prometheus.GaugeFunc
+	storeBytes       prometheus.Gauge
 }{
 	eventsReceived: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace,
@@ -64,6 +65,12 @@ var metrics = struct {
 		Name:      "outbox_oldest_pending_seconds",
 		Help:      "Age of the oldest pending delivery; 0 when none is pending.",
 	}, oldestPendingSeconds),
+	storeBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: metricsNamespace,
+		Subsystem: metricsSubsystem,
+		Name:      "outbox_store_bytes",
+		Help:      "Disk space of the store: the Badger directory, or the PostgreSQL database.",
+	}),
 }
 
 // oldestPendingNanos is the creation time of the oldest pending delivery as
@@ -83,7 +90,7 @@ func oldestPendingSeconds() float64 {
 func registerMetrics(reg prometheus.Registerer) error {
 	for _, c := range []prometheus.Collector{
 		metrics.eventsReceived, metrics.attempts, metrics.deliveriesFailed,
-		metrics.duration, metrics.pending, metrics.oldestPending,
+		metrics.duration, metrics.pending, metrics.oldestPending, metrics.storeBytes,
 	} {
 		if err := reg.Register(c); err != nil {
 			if are := (prometheus.AlreadyRegisteredError{}); errors.As(err, &are) {
@@ -139,6 +146,7 @@ func (observer) DeliveryFailed(eventType string) {
 
 func (observer) QueueStats(s outbox.Stats) {
 	metrics.pending.Set(float64(s.Pending))
+	metrics.storeBytes.Set(float64(s.StoreBytes))
 	if s.OldestPending.IsZero() {
 		oldestPendingNanos.Store(0)
 	} else {

@@ -44,6 +44,11 @@ func TestMetrics(t *testing.T) {
 		if _, ok := metricValue(text, "caddy_webhooks_outbox_pending"); !ok {
 			t.Errorf("%s: /metrics has no caddy_webhooks_outbox_pending", when)
 		}
+		// The directory holds at least the memtable's log by now; the
+		// gauge is refreshed every 5 s.
+		if v, ok := metricValue(text, "caddy_webhooks_outbox_store_bytes"); !ok || v <= 0 {
+			t.Errorf("%s: caddy_webhooks_outbox_store_bytes = %v (present %v), want the store's size", when, v, ok)
+		}
 		for _, name := range []string{
 			"caddy_webhooks_deliveries_failed_total",
 			"caddy_webhooks_delivery_duration_seconds_count",

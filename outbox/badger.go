@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -273,6 +275,24 @@ func (s *BadgerStore) Close() error {
 	<-s.gcDone
 	s.bg.Wait()
 	return s.db.Close()
+}
+
+// diskBytes is the disk space of the store's files. Badger's logs are
+// sparse files far larger than what they hold, so blocks are counted, not
+// sizes.
+func (s *BadgerStore) diskBytes() int64 {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, e := range entries {
+		var st syscall.Stat_t
+		if syscall.Stat(filepath.Join(s.dir, e.Name()), &st) == nil {
+			n += st.Blocks * 512
+		}
+	}
+	return n
 }
 
 // update is db.Update for every writer but housekeeping's flush.
@@ -857,7 +877,7 @@ func loadJob(txn *badger.Txn, w *Webhook, due time.Time, id string) (*Job, error
 		return nil, fmt.Errorf("reading delivery %s: %w", id, err)
 	}
 	j.Delivery, j.PendingSince = d, since
-	j.Event, err = getEvent(txn, d.EventID)
+	j.Event, j.EventExpires, err = getEventExpiry(txn, d.EventID)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("reading event %s: %w", d.EventID, err)
 	}
@@ -947,6 +967,9 @@ func (s *BadgerStore) Save(ctx context.Context, j *Job) error {
 				return err
 			}
 		}
+		if err := s.keepEvent(txn, j); err != nil {
+			return err
+		}
 		return txn.SetEntry(e)
 	})
 	if err != nil {
@@ -960,6 +983,27 @@ func (s *BadgerStore) Save(ctx context.Context, j *Job) error {
 		s.claimMu.Unlock()
 	}
 	return nil
+}
+
+// keepEvent rewrites the job's event with a longer TTL when the delivery
+// is to outlive it.
+func (s *BadgerStore) keepEvent(txn *badger.Txn, j *Job) error {
+	if j.Event == nil || j.EventExpires.IsZero() {
+		return nil
+	}
+	now := time.Now()
+	history := time.Duration(s.history.Load())
+	until := eventExpiry(j, now, history)
+	if !j.EventExpires.Before(until) {
+		return nil
+	}
+	v, err := encodeEvent(j.Event)
+	if err != nil {
+		return err
+	}
+	// As long as an event ingested at the delivery's next attempt keeps.
+	ttl := until.Sub(now) - history + time.Duration(s.events.Load())
+	return txn.SetEntry(badger.NewEntry(eventKey(j.Event.ID), v).WithTTL(ttl))
 }
 
 // Release ends a claim without an attempt. A claim whose delivery record
@@ -1061,19 +1105,29 @@ func getDelivery(txn *badger.Txn, webhookID, id string) (*Delivery, time.Time, e
 }
 
 func getEvent(txn *badger.Txn, id string) (*Event, error) {
+	ev, _, err := getEventExpiry(txn, id)
+	return ev, err
+}
+
+// getEventExpiry is getEvent that also tells when the event expires.
+func getEventExpiry(txn *badger.Txn, id string) (*Event, time.Time, error) {
 	item, err := txn.Get(eventKey(id))
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, ErrNotFound
+		return nil, time.Time{}, ErrNotFound
 	}
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	var ev *Event
 	err = item.Value(func(v []byte) error {
 		ev, err = decodeEvent(v)
 		return err
 	})
-	return ev, err
+	var exp time.Time
+	if e := item.ExpiresAt(); e != 0 {
+		exp = time.Unix(int64(e), 0)
+	}
+	return ev, exp, err
 }
 
 // Requeue makes finished deliveries pending again, due now.
@@ -1174,7 +1228,7 @@ func (s *BadgerStore) FailedSince(ctx context.Context, appID, webhookID string, 
 
 // Stats reads the pending count and the oldest pending delivery.
 func (s *BadgerStore) Stats(ctx context.Context) (Stats, error) {
-	st := Stats{Pending: s.pending.Load()}
+	st := Stats{Pending: s.pending.Load(), StoreBytes: s.diskBytes()}
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixPending})
 		defer it.Close()

@@ -44,9 +44,16 @@ func (s *BadgerStore) housekeepLoop() {
 			return
 		case <-t.C:
 		}
-		if _, err := s.housekeep(time.Now()); err != nil {
-			s.log.Warn("housekeeping the store", zap.Error(err))
+		start := time.Now()
+		swept, err := s.housekeep(start)
+		if err != nil {
+			s.log.Warn("housekeeping the store", zap.Int("swept", swept), zap.Error(err))
+			continue
 		}
+		s.log.Debug("housekeeping done",
+			zap.Int("swept", swept),
+			zap.Duration("took", time.Since(start)),
+			zap.Int64("store_bytes", s.diskBytes()))
 	}
 }
 

@@ -144,8 +144,9 @@ func (o *Outbox) Configure(opts Options) {
 	o.opts.Store(&opts)
 	if rs, ok := o.store.(retentionSetter); ok {
 		// An event outlives every delivery of it: the history's retention
-		// plus the longest retry round. (An idempotency key keeps only the
-		// event's id, so it needs no body.)
+		// plus the longest retry round, and the store extends it for a
+		// delivery that waits longer (Retry-After, throttling). (An
+		// idempotency key keeps only the event's id, so it needs no body.)
 		var round time.Duration
 		for _, d := range opts.RetrySchedule {
 			round += d + d/5 + opts.Timeout

@@ -352,15 +352,15 @@ func scanDelivery(row pgx.Row) (*Delivery, time.Time, error) {
 
 // eventScan holds the scan targets of an event LEFT JOINed as e.
 type eventScan struct {
-	id, appID, typ *string
-	receivedAt     *time.Time
-	body           []byte
+	id, appID, typ        *string
+	receivedAt, expiresAt *time.Time
+	body                  []byte
 }
 
-const pgEventCols = `e.id, e.app_id, e.type, e.received_at, e.body`
+const pgEventCols = `e.id, e.app_id, e.type, e.received_at, e.expires_at, e.body`
 
 func (x *eventScan) targets() []any {
-	return []any{&x.id, &x.appID, &x.typ, &x.receivedAt, &x.body}
+	return []any{&x.id, &x.appID, &x.typ, &x.receivedAt, &x.expiresAt, &x.body}
 }
 
 // result is nil when the join found no event (expired).
@@ -813,7 +813,8 @@ func (s *PostgresStore) Claim(ctx context.Context, now time.Time, limit int, adm
 				rows.Close()
 				return fail("reading claimed deliveries", err)
 			}
-			byID[d.ID] = &Job{Delivery: d, Event: es.result(), Webhook: ws.result(), Due: timeOrZero(d.NextAttemptAt), PendingSince: since}
+			byID[d.ID] = &Job{Delivery: d, Event: es.result(), Webhook: ws.result(), Due: timeOrZero(d.NextAttemptAt), PendingSince: since,
+				EventExpires: timeOrZero(es.expiresAt)}
 		}
 		if err := rows.Err(); err != nil {
 			return fail("leasing deliveries", err)
@@ -936,6 +937,15 @@ func (s *PostgresStore) Save(ctx context.Context, j *Job) error {
 		WHERE id = $1 AND lease_owner = $2`,
 		d.ID, s.owner, string(d.Status), nullTime(next), int32(d.Round), d.Resend, attempts,
 		micros(time.Duration(s.history.Load())))
+	if err == nil && tag.RowsAffected() == 1 && j.Event != nil && !j.EventExpires.IsZero() {
+		// The delivery is to outlive its event: keep the event as long as
+		// one ingested at the next attempt.
+		now, history := time.Now(), time.Duration(s.history.Load())
+		if until := eventExpiry(j, now, history); j.EventExpires.Before(until) {
+			_, err = tx.Exec(ctx, `UPDATE events SET expires_at = $2 WHERE id = $1 AND expires_at < $2`,
+				j.Event.ID, until.Add(time.Duration(s.events.Load())-history))
+		}
+	}
 	if err == nil {
 		err = tx.Commit(ctx)
 	}
@@ -1148,8 +1158,8 @@ func (s *PostgresStore) FailedSince(ctx context.Context, appID, webhookID string
 func (s *PostgresStore) Stats(ctx context.Context) (Stats, error) {
 	var st Stats
 	var oldest *time.Time
-	if err := s.pool.QueryRow(ctx, `SELECT count(*), min(pending_since) FROM deliveries WHERE status = 'pending'`).
-		Scan(&st.Pending, &oldest); err != nil {
+	if err := s.pool.QueryRow(ctx, `SELECT count(*), min(pending_since), pg_database_size(current_database()) FROM deliveries WHERE status = 'pending'`).
+		Scan(&st.Pending, &oldest, &st.StoreBytes); err != nil {
 		return Stats{}, pgErr("counting pending deliveries", err)
 	}
 	st.OldestPending = timeOrZero(oldest)

@@ -84,6 +84,22 @@ type Job struct {
 	// became pending; stores use them to find their index entries again.
 	Due          time.Time
 	PendingSince time.Time
+	// EventExpires is when the event's retention ends as claimed; Save
+	// extends it when the delivery is to outlive it.
+	EventExpires time.Time
+}
+
+// eventExpiry is when a job's event must be kept until, once saved: past
+// the next attempt, or the end of the delivery, by the history's retention,
+// so that the attempt finds it and a resend from the history can send it.
+// Events are retained long enough for the retry schedule from the start;
+// Retry-After, throttling and a late first attempt can go beyond it.
+func eventExpiry(j *Job, now time.Time, history time.Duration) time.Time {
+	from := now
+	if j.Delivery.Status == StatusPending && j.Delivery.NextAttemptAt != nil {
+		from = *j.Delivery.NextAttemptAt
+	}
+	return from.Add(history)
 }
 
 // DeliveryFilter narrows a history listing.
@@ -98,4 +114,7 @@ type DeliveryFilter struct {
 type Stats struct {
 	Pending       int64
 	OldestPending time.Time // zero when nothing is pending
+	// StoreBytes is the disk space the store takes: the Badger directory's
+	// files, or the PostgreSQL database.
+	StoreBytes int64
 }

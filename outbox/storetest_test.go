@@ -37,6 +37,7 @@ func runStoreSuite(t *testing.T, open func(t *testing.T) Store) {
 	t.Run("Stats", func(t *testing.T) { suiteStats(t, open(t)) })
 	t.Run("EventBodyByteForByte", func(t *testing.T) { suiteEventBody(t, open(t)) })
 	t.Run("DeleteWhileInFlight", func(t *testing.T) { suiteDeleteInFlight(t, open(t)) })
+	t.Run("EventOutlivesLateRetry", func(t *testing.T) { suiteEventOutlivesLateRetry(t, open(t)) })
 }
 
 // ---- helpers ----
@@ -805,5 +806,39 @@ func suiteDeleteInFlight(t *testing.T, s Store) {
 	waitFor(t, "no pending deliveries", func() bool { return stats(t, s).Pending == 0 })
 	if ds, _, _ := s.Deliveries(ctx, "a", keep.ID, DeliveryFilter{Limit: 10}); len(ds) != 2 || ds[0].Status != StatusSucceeded {
 		t.Fatalf("the other webhook's history %+v", ds)
+	}
+}
+
+// suiteEventOutlivesLateRetry: a retry pushed past the event's retention
+// (a Retry-After, a throttling floor) still finds the event to send.
+func suiteEventOutlivesLateRetry(t *testing.T, s Store) {
+	ctx := context.Background()
+	// TTLs count whole seconds in Badger.
+	s.(retentionSetter).SetRetention(2*time.Second, 3*time.Second)
+	w := suiteHook(t, s, "late")
+	in := commitOne(t, s, "late", "job_created", w)
+	jobs := claim(t, s, time.Now(), 10)
+	if len(jobs) != 1 || jobs[0].Event == nil {
+		t.Fatalf("claimed %d jobs, want the one delivery with its event", len(jobs))
+	}
+	j := jobs[0]
+	next := time.Now().Add(5 * time.Second)
+	j.Delivery.Attempts = append(j.Delivery.Attempts, Attempt{SentAt: time.Now().UTC(), ResponseStatusCode: 503})
+	j.Delivery.Round++
+	j.Delivery.NextAttemptAt = &next
+	if err := s.Save(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(next.Add(500 * time.Millisecond)))
+	jobs = claim(t, s, time.Now(), 10)
+	if len(jobs) != 1 {
+		t.Fatalf("claimed %d jobs after the retry's wait, want 1", len(jobs))
+	}
+	if jobs[0].Event == nil || string(jobs[0].Event.Body) != string(in.Event.Body) {
+		t.Fatalf("the retry due after the event's retention found event %v, want the body %s", jobs[0].Event, in.Event.Body)
+	}
+	finish(t, s, jobs[0], StatusSucceeded, 200)
+	if _, ev, err := s.Delivery(ctx, "late", w.ID, j.Delivery.ID); err != nil || ev == nil {
+		t.Fatalf("after the late retry, the history's event: %v, %v; want it kept for a resend", ev, err)
 	}
 }
