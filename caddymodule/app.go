@@ -24,8 +24,9 @@ func init() {
 	caddy.RegisterModule(new(App))
 }
 
-// DefaultMaxBody is the ingest body cap when none is configured: 1 MiB.
-const DefaultMaxBody = 1 << 20
+// DefaultMaxBody is the ingest body cap when none is configured: 1 MB, as
+// the receiver's.
+const DefaultMaxBody = 1_000_000
 
 // App is the webhook sender: it owns the durable store of webhooks, events
 // and deliveries, and the dispatcher that delivers them. The webhook_events
@@ -58,7 +59,7 @@ type App struct {
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
 	// MaxBody is the largest event body, in bytes, that webhook_events
-	// accepts (a handler may set its own). Default: 1 MiB (1048576).
+	// accepts (a handler may set its own). Default: 1 MB (1000000).
 	MaxBody int64 `json:"max_body,omitempty"`
 
 	// Retention is how long finished deliveries stay in the history.

@@ -32,7 +32,7 @@ const maxIdempotencyKey = 255
 // event's id and stores nothing new.
 type Events struct {
 	// MaxBody is the largest body accepted, in bytes. Default: the
-	// webhooks app's max_body (1 MiB).
+	// webhooks app's max_body (1 MB).
 	MaxBody int64 `json:"max_body,omitempty"`
 
 	app    *App
