@@ -87,8 +87,9 @@ type BadgerStore struct {
 	// an older snapshot cannot erase the hint of a newer entry.
 	claimMu sync.Mutex
 	claimed map[string]bool // delivery ids
-	// heads maps a webhook to a time no earlier than its first queue entry
-	// (claimed ones included); no key means its queue is empty. Claim only
+	// heads maps a webhook to a time no later than its first queue entry
+	// (claimed ones included); no key means its queue is empty. Its times
+	// carry no monotonic reading, so they compare as the keys sort. Claim only
 	// visits queues whose head is due, so a backlog behind a slow endpoint
 	// costs nothing to the others.
 	heads map[string]time.Time
@@ -886,6 +887,11 @@ func loadJob(txn *badger.Txn, w *Webhook, due time.Time, id string) (*Job, error
 
 // queued records that a webhook's queue has an entry due at due.
 func (s *BadgerStore) queued(webhookID string, due time.Time) {
+	// Queue keys hold the wall clock. Two times read by concurrent
+	// goroutines can be ordered one way by the wall clock and the other
+	// by the monotonic one, which Before prefers; an entry ordered before
+	// the head by its key but not by Before would be passed over for good.
+	due = due.Round(0)
 	if h, ok := s.heads[webhookID]; !ok || due.Before(h) {
 		s.heads[webhookID] = due
 	}
