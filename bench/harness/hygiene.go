@@ -13,7 +13,8 @@ import (
 
 var (
 	hygieneEvents = flag.Int("hygiene-events", 1_000_000, "events delivered in the hygiene scenario")
-	hygieneRate   = flag.Int("hygiene-rate", 3000, "events per second in the hygiene scenario")
+	hygieneRate   = flag.Int("hygiene-rate", 1500, "events per second in the hygiene scenario")
+	hygieneKeep   = flag.Duration("hygiene-retention", time.Minute, "retention in the hygiene scenario")
 )
 
 // hygiene delivers many events to a healthy endpoint with a short
@@ -23,11 +24,13 @@ var (
 func hygiene() {
 	sk := newSink(true)
 	defer sk.close()
-	p, url := startSidecar("hygiene", "retention 1m")
+	// A short timeout keeps the longest retry round, which events outlive,
+	// at about a minute.
+	p, url := startSidecar("hygiene", fmt.Sprintf("retention %s\n\t\ttimeout 5s", *hygieneKeep))
 	defer p.stop()
 	createWebhook(p, "bench", sk.url)
 	n, rate := *hygieneEvents, *hygieneRate
-	log.Printf("hygiene: %d events at %d/s, retention 1m", n, rate)
+	log.Printf("hygiene: %d events at %d/s, retention %s", n, rate, *hygieneKeep)
 	fmt.Printf("\n| t | posted | delivered | disk MB | RSS MB |\n|---|---|---|---|---|\n")
 	start := time.Now()
 	var posted atomic.Int64
@@ -77,12 +80,12 @@ func hygiene() {
 	sk.waitFor(posted.Load(), 5*time.Minute)
 	sample()
 	// Let the events' retention (1m plus the longest retry round, about
-	// 90 s here) pass and housekeeping (every minute) return the space.
+	// 1 min here) pass and housekeeping (every minute) return the space.
 	for range 12 {
 		time.Sleep(30 * time.Second)
 		sample()
 		peak = max(peak, dirMB(p.dir))
 	}
-	rows = append(rows, row{scenario: fmt.Sprintf("hygiene: %d events, retention 1m", posted.Load()), rps: float64(sk.count.Load()) / time.Since(start).Seconds(), perSecond: "deliveries/s",
+	rows = append(rows, row{scenario: fmt.Sprintf("hygiene: %d events, retention %s", posted.Load(), *hygieneKeep), rps: float64(sk.count.Load()) / time.Since(start).Seconds(), perSecond: "deliveries/s",
 		cpu: p.cpuSeconds(), rssMB: p.status("VmHWM"), note: fmt.Sprintf("disk peak %.0f MB, %.0f MB at the end", peak, dirMB(p.dir))})
 }
