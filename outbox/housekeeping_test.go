@@ -5,11 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -58,7 +55,7 @@ func TestHousekeepingReturnsExpiredSpace(t *testing.T) {
 		waitFor(t, "every delivery to finish", func() bool { return s.pending.Load() == 0 })
 	}
 	ingest(4000)
-	full := dirBytes(t, dir)
+	full := s.diskBytes()
 	if full < 8<<20 {
 		t.Fatalf("store holds %d bytes after 4000 events of 2 KB, want at least 8 MB", full)
 	}
@@ -74,7 +71,7 @@ func TestHousekeepingReturnsExpiredSpace(t *testing.T) {
 	if swept < 8000 {
 		t.Errorf("swept %d keys, want the 4000 expired events and their 4000 deliveries", swept)
 	}
-	after := dirBytes(t, dir)
+	after := s.diskBytes()
 	t.Logf("store: %d bytes before housekeeping, %d after", full, after)
 	if after > full/2 {
 		t.Errorf("store holds %d bytes after housekeeping, %d before: expired history was not returned to disk", after, full)
@@ -94,22 +91,4 @@ func TestHousekeepingReturnsExpiredSpace(t *testing.T) {
 	if _, err := o.GetWebhook(ctx, "a", w.ID); err != nil {
 		t.Fatalf("webhook gone after housekeeping: %v", err)
 	}
-}
-
-// dirBytes is the disk space the files of a Badger directory take: its
-// logs are sparse files far larger than their contents.
-func dirBytes(t *testing.T, dir string) int64 {
-	t.Helper()
-	var n int64
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		var st syscall.Stat_t
-		if err := syscall.Stat(filepath.Join(dir, e.Name()), &st); err == nil {
-			n += st.Blocks * 512
-		}
-	}
-	return n
 }
