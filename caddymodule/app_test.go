@@ -89,8 +89,8 @@ func TestAppOptions(t *testing.T) {
 	if a.opts.Workers != 3 || !slices.Equal(a.opts.Events, []string{"x"}) || !slices.Equal(a.opts.RetrySchedule, []time.Duration{time.Second}) {
 		t.Errorf("options = %+v", a.opts)
 	}
-	if a.maxBody != DefaultMaxBody {
-		t.Errorf("max body = %d, want %d", a.maxBody, DefaultMaxBody)
+	if a.maxBody != 1_000_000 {
+		t.Errorf("max body = %d, want the 1MB default", a.maxBody)
 	}
 	if a.Outbox() != nil {
 		t.Errorf("the outbox exists before Start")

@@ -1014,17 +1014,8 @@ func FuzzDeliveriesQuery(f *testing.F) {
 				wantNext = want[limit-1].d.ID
 			}
 			var got struct {
-				Data []struct {
-					ID          string        `json:"id"`
-					AppID       string        `json:"appId"`
-					WebhookID   string        `json:"webhookId"`
-					EventID     string        `json:"eventId"`
-					Event       string        `json:"event"`
-					Status      outbox.Status `json:"status"`
-					Attempts    int           `json:"attempts"`
-					RequestBody *string       `json:"requestBody"`
-				} `json:"data"`
-				NextCursor *string `json:"nextCursor"`
+				Data       []deliveryView `json:"data"`
+				NextCursor *string        `json:"nextCursor"`
 			}
 			if err := json.Unmarshal([]byte(res.body), &got); err != nil {
 				t.Fatalf("%s answered %s: %v", what, res.body, err)

@@ -23,33 +23,14 @@ import (
 // fleetTimeout is the attempt timeout of fleet sidecars. The lease is
 // derived from it (timeout + 30s), which bounds how long the deliveries of
 // a killed sidecar wait.
-const fleetTimeout = 2 * time.Second
+const fleetTimeout = senderTimeout
 
 // fleetTakeover bounds the wait for another sidecar to take over the
 // deliveries of a killed one: the lease, a poll, and slack for a busy machine.
 const fleetTakeover = fleetTimeout + 30*time.Second + 20*time.Second
 
 func fleetCaddyfile(port int, dsn string) string {
-	return fmt.Sprintf(`{
-	admin {ADMIN}
-	webhooks {
-		storage %s
-		retry_schedule 100ms 100ms
-		timeout %s
-		allow_destinations 127.0.0.0/8
-	}
-}
-
-http://127.0.0.1:%d {
-	handle /events {
-		webhook_events
-	}
-	handle /webhooks/* {
-		webhook_admin
-	}
-	respond "not the webhooks site" 404
-}
-`, dsn, fleetTimeout, port)
+	return senderConfig{Port: port, Storage: dsn}.caddyfile()
 }
 
 // fleetDSN returns the database of a fleet test, skipping the test when

@@ -34,6 +34,9 @@ var client = &http.Client{
 	},
 }
 
+// senderTimeout is the attempt timeout of sidecars under test.
+const senderTimeout = 2 * time.Second
+
 // senderConfig describes the Caddyfile of a sidecar under test.
 type senderConfig struct {
 	// Port is the loopback port of the site that serves webhook_events at
@@ -43,6 +46,9 @@ type senderConfig struct {
 	RetrySchedule string
 	// NoAllow leaves out allow_destinations, so loopback URLs are refused.
 	NoAllow bool
+	// Storage is the storage line's argument; default a Badger directory
+	// in the process's folder.
+	Storage string
 	// Options are extra lines inside the webhooks global option.
 	Options string
 	// Sites are extra site blocks.
@@ -58,12 +64,16 @@ func (c senderConfig) caddyfile() string {
 	if c.NoAllow {
 		allow = ""
 	}
+	storage := c.Storage
+	if storage == "" {
+		storage = "{DIR}/webhooks"
+	}
 	return fmt.Sprintf(`{
 	admin {ADMIN}
 	webhooks {
-		storage {DIR}/webhooks
+		storage %s
 		retry_schedule %s
-		timeout 2s
+		timeout %s
 		%s
 		%s
 	}
@@ -79,7 +89,7 @@ http://127.0.0.1:%d {
 	respond "not the webhooks site" 404
 }
 %s
-`, retry, allow, c.Options, c.Port, c.Sites)
+`, storage, retry, senderTimeout, allow, c.Options, c.Port, c.Sites)
 }
 
 // sender is a running sidecar.

@@ -109,12 +109,12 @@ type BadgerStore struct {
 	ingested     atomic.Int64 // events written, for housekeeping to tell a quiet store
 	lastIngested int64        // ingested at the previous housekeeping pass
 
-	pending  atomic.Int64
-	oldestMu sync.Mutex
-	oldest   []byte // pending-set position of the oldest entry last seen
-	gcStop   chan struct{}
-	gcDone   chan struct{}
-	bg       sync.WaitGroup
+	pending   atomic.Int64
+	oldestMu  sync.Mutex
+	oldest    []byte        // pending-set position of the oldest entry last seen
+	stop      chan struct{} // closed by Close
+	housekept chan struct{} // closed when housekeepLoop returns
+	bg        sync.WaitGroup
 }
 
 // OpenBadger opens (creating if needed) the store in dir.
@@ -179,8 +179,8 @@ func OpenBadger(dir string, opts BadgerOptions) (*BadgerStore, error) {
 		byApp:          map[string][]*Webhook{},
 		claimed:        map[string]bool{},
 		heads:          map[string]time.Time{},
-		gcStop:         make(chan struct{}),
-		gcDone:         make(chan struct{}),
+		stop:           make(chan struct{}),
+		housekept:      make(chan struct{}),
 	}
 	s.SetRetention(720*time.Hour, 720*time.Hour)
 	if err := s.load(); err != nil {
@@ -263,7 +263,7 @@ func (s *BadgerStore) background(f func()) {
 // closing reports whether Close has begun.
 func (s *BadgerStore) closing() bool {
 	select {
-	case <-s.gcStop:
+	case <-s.stop:
 		return true
 	default:
 		return false
@@ -272,8 +272,8 @@ func (s *BadgerStore) closing() bool {
 
 // Close stops housekeeping and background cleanups and closes Badger.
 func (s *BadgerStore) Close() error {
-	close(s.gcStop)
-	<-s.gcDone
+	close(s.stop)
+	<-s.housekept
 	s.bg.Wait()
 	return s.db.Close()
 }

@@ -35,12 +35,12 @@ const (
 
 // housekeepLoop runs housekeep until Close.
 func (s *BadgerStore) housekeepLoop() {
-	defer close(s.gcDone)
+	defer close(s.housekept)
 	t := time.NewTicker(s.housekeepEvery)
 	defer t.Stop()
 	for {
 		select {
-		case <-s.gcStop:
+		case <-s.stop:
 			return
 		case <-t.C:
 		}
