@@ -2,15 +2,10 @@ package caddymodule
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -100,13 +95,6 @@ func (a *api) handle(fn apiFunc) http.Handler {
 	})
 }
 
-// listEnvelope is the shape of every list: data, and for paged lists the
-// cursor of the next page (null on the last page).
-type listEnvelope struct {
-	Data       any     `json:"data"`
-	NextCursor *string `json:"nextCursor,omitempty"`
-}
-
 func (a *api) listEvents(w http.ResponseWriter, r *http.Request, ob *outbox.Outbox) error {
 	writeJSON(w, http.StatusOK, listEnvelope{Data: ob.Events()})
 	return nil
@@ -129,24 +117,25 @@ func (a *api) listWebhooks(w http.ResponseWriter, r *http.Request, ob *outbox.Ou
 	if err != nil {
 		return err
 	}
-	if hooks == nil {
-		hooks = []*outbox.Webhook{}
+	views := make([]webhookView, len(hooks))
+	for i, h := range hooks {
+		views[i] = newWebhookView(h)
 	}
-	writeJSON(w, http.StatusOK, listEnvelope{Data: hooks})
+	writeJSON(w, http.StatusOK, listEnvelope{Data: views})
 	return nil
 }
 
 func (a *api) createWebhook(w http.ResponseWriter, r *http.Request, ob *outbox.Outbox) error {
-	var in outbox.WebhookInput
+	var in webhookInput
 	if err := decodeBody(w, r, &in); err != nil {
 		return err
 	}
-	hook, err := ob.CreateWebhook(r.Context(), r.PathValue("appId"), in)
+	hook, err := ob.CreateWebhook(r.Context(), r.PathValue("appId"), in.outbox())
 	if err != nil {
 		return err
 	}
 	w.Header().Set("Location", (&url.URL{Path: r.URL.Path + "/" + hook.ID}).EscapedPath())
-	writeJSON(w, http.StatusCreated, hook)
+	writeJSON(w, http.StatusCreated, newWebhookView(hook))
 	return nil
 }
 
@@ -155,20 +144,20 @@ func (a *api) getWebhook(w http.ResponseWriter, r *http.Request, ob *outbox.Outb
 	if err != nil {
 		return notFound(err, "webhook")
 	}
-	writeJSON(w, http.StatusOK, hook)
+	writeJSON(w, http.StatusOK, newWebhookView(hook))
 	return nil
 }
 
 func (a *api) updateWebhook(w http.ResponseWriter, r *http.Request, ob *outbox.Outbox) error {
-	var in outbox.WebhookInput
+	var in webhookInput
 	if err := decodeBody(w, r, &in); err != nil {
 		return err
 	}
-	hook, err := ob.UpdateWebhook(r.Context(), r.PathValue("appId"), r.PathValue("id"), in)
+	hook, err := ob.UpdateWebhook(r.Context(), r.PathValue("appId"), r.PathValue("id"), in.outbox())
 	if err != nil {
 		return notFound(err, "webhook")
 	}
-	writeJSON(w, http.StatusOK, hook)
+	writeJSON(w, http.StatusOK, newWebhookView(hook))
 	return nil
 }
 
@@ -178,60 +167,6 @@ func (a *api) deleteWebhook(w http.ResponseWriter, r *http.Request, ob *outbox.O
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
-}
-
-// deliveryView is a delivery as the API shows it: the delivery, a summary
-// of its last attempt, the event body it sends, and on a single delivery
-// every attempt.
-type deliveryView struct {
-	ID            string        `json:"id"`
-	AppID         string        `json:"appId"`
-	WebhookID     string        `json:"webhookId"`
-	EventID       string        `json:"eventId"`
-	Event         string        `json:"event"`
-	Status        outbox.Status `json:"status"`
-	CreatedAt     time.Time     `json:"createdAt"`
-	NextAttemptAt *time.Time    `json:"nextAttemptAt,omitempty"`
-	Attempts      int           `json:"attempts"`
-	// RequestBody is the body exactly as sent, as a string: re-encoding
-	// it as JSON would change its bytes, and receivers check signatures
-	// over the bytes. Null once the event has expired.
-	RequestBody *string `json:"requestBody"`
-
-	// The last attempt; absent before the first.
-	SentAt             *time.Time `json:"sentAt,omitempty"`
-	ResponseStatusCode int        `json:"responseStatusCode,omitempty"`
-	ResponseBody       string     `json:"responseBody,omitempty"`
-	LastError          string     `json:"lastError,omitempty"`
-	DurationMs         *int64     `json:"durationMs,omitempty"`
-
-	AttemptLog []outbox.Attempt `json:"attemptLog,omitempty"`
-}
-
-func newDeliveryView(d *outbox.Delivery, ev *outbox.Event, withAttempts bool) deliveryView {
-	v := deliveryView{
-		ID: d.ID, AppID: d.AppID, WebhookID: d.WebhookID, EventID: d.EventID, Event: d.Event,
-		Status: d.Status, CreatedAt: d.CreatedAt, NextAttemptAt: d.NextAttemptAt,
-		Attempts: len(d.Attempts),
-	}
-	if ev != nil {
-		body := string(ev.Body)
-		v.RequestBody = &body
-	}
-	if last := d.LastAttempt(); last != nil {
-		sentAt, ms := last.SentAt, last.DurationMs
-		v.SentAt, v.DurationMs = &sentAt, &ms
-		v.ResponseStatusCode = last.ResponseStatusCode
-		v.ResponseBody = last.ResponseBody
-		v.LastError = last.Error
-	}
-	if withAttempts {
-		v.AttemptLog = d.Attempts
-		if v.AttemptLog == nil {
-			v.AttemptLog = []outbox.Attempt{}
-		}
-	}
-	return v
 }
 
 func (a *api) listDeliveries(w http.ResponseWriter, r *http.Request, ob *outbox.Outbox) error {
@@ -253,15 +188,9 @@ func (a *api) listDeliveries(w http.ResponseWriter, r *http.Request, ob *outbox.
 	if err != nil {
 		return notFound(err, "webhook")
 	}
-	views := make([]deliveryView, 0, len(ds))
-	for _, d := range ds {
-		// TODO: one read per delivery for its event body; the outbox
-		// could return the events with the page.
-		_, ev, err := ob.Delivery(r.Context(), appID, hookID, d.ID)
-		if err != nil && !errors.Is(err, outbox.ErrNotFound) {
-			return err
-		}
-		views = append(views, newDeliveryView(d, ev, false))
+	views := make([]deliveryView, len(ds))
+	for i, d := range ds {
+		views[i] = newDeliveryView(d, nil, false)
 	}
 	env := listEnvelope{Data: views}
 	if next != "" {
@@ -412,144 +341,6 @@ pages:
 		Truncated bool        `json:"truncated"`
 	}{buckets, truncated})
 	return nil
-}
-
-// httpError is an error with the status and message a client should see.
-type httpError struct {
-	status  int
-	message string
-}
-
-func (e *httpError) Error() string { return e.message }
-
-// notFound names what was not found, so a 404 says more than "not found".
-func notFound(err error, what string) error {
-	if errors.Is(err, outbox.ErrNotFound) {
-		return &httpError{status: http.StatusNotFound, message: what + " not found"}
-	}
-	return err
-}
-
-// decodeBody decodes a JSON request body of at most maxAPIBody bytes into
-// v, refusing unknown fields. Its errors name the field and never echo a
-// value (which could be a secret).
-func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !isJSON(ct) {
-		return &httpError{http.StatusUnsupportedMediaType, "Content-Type must be application/json"}
-	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAPIBody))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if err == nil {
-		if dec.More() {
-			return &httpError{http.StatusBadRequest, "malformed JSON: more than one value in the body"}
-		}
-		if _, err := dec.Token(); err != nil && !errors.Is(err, io.EOF) {
-			return &httpError{http.StatusBadRequest, "malformed JSON after the body's value"}
-		}
-		return nil
-	}
-	var (
-		syntax   *json.SyntaxError
-		typ      *json.UnmarshalTypeError
-		tooLarge *http.MaxBytesError
-	)
-	switch {
-	case errors.Is(err, io.EOF):
-		return &httpError{http.StatusBadRequest, "request body is empty; want a JSON object"}
-	case errors.As(err, &tooLarge):
-		return &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", tooLarge.Limit)}
-	case errors.As(err, &syntax):
-		return &httpError{http.StatusBadRequest, fmt.Sprintf("malformed JSON at byte %d", syntax.Offset)}
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return &httpError{http.StatusBadRequest, "malformed JSON: unexpected end of body"}
-	case errors.As(err, &typ):
-		if typ.Field == "" {
-			return &httpError{http.StatusBadRequest, fmt.Sprintf("body must be a JSON object, not %s", typ.Value)}
-		}
-		return &outbox.ValidationError{Field: typ.Field, Message: fmt.Sprintf("must be %s, not %s", jsonType(typ.Type.String()), typ.Value)}
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		field := strings.TrimPrefix(err.Error(), "json: unknown field ")
-		return &outbox.ValidationError{Field: strings.Trim(field, `"`), Message: "unknown field"}
-	}
-	return &httpError{http.StatusBadRequest, "malformed JSON"}
-}
-
-// jsonType names a Go type of WebhookInput the way a JSON user would.
-func jsonType(goType string) string {
-	t := strings.TrimPrefix(goType, "*")
-	switch t {
-	case "string":
-		return "a string"
-	case "bool":
-		return "a boolean"
-	case "[]string":
-		return "an array of strings"
-	case "int", "int64", "float64":
-		return "a number"
-	}
-	return "of another type (" + t + ")"
-}
-
-// isJSON reports whether a Content-Type is application/json or a +json type.
-func isJSON(contentType string) bool {
-	mt, _, err := mime.ParseMediaType(contentType)
-	if err != nil {
-		return false
-	}
-	return mt == "application/json" || (strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
-}
-
-// writeOutboxError answers err with the status it calls for.
-func writeOutboxError(w http.ResponseWriter, logger *zap.Logger, err error) {
-	var (
-		he  *httpError
-		ve  *outbox.ValidationError
-		uee *outbox.UnknownEventError
-	)
-	switch {
-	case errors.As(err, &he):
-		writeError(w, he.status, he.message)
-	case errors.As(err, &ve):
-		writeError(w, http.StatusBadRequest, ve.Error())
-	case errors.As(err, &uee):
-		writeError(w, http.StatusUnprocessableEntity, uee.Error())
-	case errors.Is(err, outbox.ErrNotFound):
-		writeError(w, http.StatusNotFound, "not found")
-	case errors.Is(err, outbox.ErrConflict):
-		writeError(w, http.StatusConflict, strings.TrimSuffix(err.Error(), ": "+outbox.ErrConflict.Error()))
-	case errors.Is(err, outbox.ErrUnavailable), errors.Is(err, outbox.ErrClosed):
-		logger.Warn("webhooks store unavailable", zap.Error(err))
-		w.Header().Set("Retry-After", "5")
-		writeError(w, http.StatusServiceUnavailable, "webhooks store is unavailable; retry later")
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		w.Header().Set("Retry-After", "5")
-		writeError(w, http.StatusServiceUnavailable, "request canceled")
-	default:
-		logger.Error("webhooks request failed", zap.Error(err))
-		writeError(w, http.StatusInternalServerError, "internal error")
-	}
-}
-
-// writeJSON writes v as the JSON body of a response with status.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		status = http.StatusInternalServerError
-		body = []byte(`{"error":"encoding response"}`)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
-}
-
-// writeError writes {"error": message} with status.
-func writeError(w http.ResponseWriter, status int, message string) {
-	writeJSON(w, status, struct {
-		Error string `json:"error"`
-	}{message})
 }
 
 // statusRecorder captures what ServeMux answers when nothing matches.

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
+	"github.com/caddy-webhooks/caddy-webhooks/outbox/badgerstore"
 )
 
 const testSecret = "very-secret-signing-key"
@@ -30,7 +31,7 @@ func newTestOutbox(t *testing.T) (*outbox.Outbox, string) {
 		http.Error(w, "nope", http.StatusInternalServerError)
 	}))
 	t.Cleanup(endpoint.Close)
-	store, err := outbox.OpenBadger(t.TempDir(), outbox.BadgerOptions{Logger: zap.NewNop()})
+	store, err := badgerstore.Open(t.TempDir(), badgerstore.Options{Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}

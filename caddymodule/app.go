@@ -1,13 +1,9 @@
 package caddymodule
 
 import (
-	"context"
-	"encoding/base64"
-	"errors"
+	"encoding/json"
 	"fmt"
 	"net/netip"
-	"net/url"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -17,16 +13,13 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/caddy-webhooks/caddy-webhooks/internal/bodysize"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 )
 
 func init() {
 	caddy.RegisterModule(new(App))
 }
-
-// DefaultMaxBody is the ingest body cap when none is configured: 1 MB, as
-// the receiver's.
-const DefaultMaxBody = 1_000_000
 
 // App is the webhook sender: it owns the durable store of webhooks, events
 // and deliveries, and the dispatcher that delivers them. The webhook_events
@@ -38,12 +31,12 @@ const DefaultMaxBody = 1_000_000
 // reloads (keyed by its directory), so a reload neither reopens it nor drops
 // deliveries in flight.
 type App struct {
-	// Storage is the directory of the embedded database, or a postgres://
-	// DSN to share one PostgreSQL database among a fleet of sidecars.
-	// Relative paths are relative to Caddy's working directory. Placeholders
-	// such as {env.WEBHOOKS_DSN} are expanded. Default: Caddy's data
-	// directory + "/webhooks".
-	Storage string `json:"storage,omitempty"`
+	// StorageRaw is where webhooks, events and deliveries are kept: a
+	// module of the webhooks.storage namespace, "badger" (an embedded
+	// directory, the default, in Caddy's data directory + "/webhooks") or
+	// "postgres" (one database shared by a fleet of sidecars). A bare
+	// string is shorthand: a postgres:// DSN or a Badger directory.
+	StorageRaw json.RawMessage `json:"storage,omitempty" caddy:"namespace=webhooks.storage inline_key=module"`
 
 	// Events is the catalog of event types the service may post and
 	// webhooks may subscribe to. Default: app_build_created,
@@ -87,16 +80,7 @@ type App struct {
 	// receiver can roll over. Default: 24h.
 	RotationGrace caddy.Duration `json:"rotation_grace,omitempty"`
 
-	// EncryptionKey encrypts the database at rest: the standard base64
-	// encoding of 16, 24 or 32 random bytes (AES-128, -192 or -256), for
-	// example from `openssl rand -base64 32`. Placeholders such as
-	// {env.WEBHOOKS_KEY} are expanded; one that expands to nothing is an
-	// error, not a silently unencrypted database. Default: no encryption.
-	// The key of an existing database cannot be changed by a reload.
-	EncryptionKey string `json:"encryption_key,omitempty"`
-
-	dir     string // absolute storage directory: the key in outboxes
-	key     []byte
+	storage Storage
 	opts    outbox.Options
 	maxBody int64
 	logger  *zap.Logger
@@ -107,13 +91,13 @@ type App struct {
 }
 
 // outboxes holds the open stores and their dispatchers across config
-// reloads, keyed by absolute storage directory.
+// reloads, keyed by the storage's StorageKey.
 var outboxes = caddy.NewUsagePool()
 
 // sharedOutbox is an outbox in the pool.
 type sharedOutbox struct {
-	ob  *outbox.Outbox
-	key string // base64 of the encryption key it was opened with
+	ob          *outbox.Outbox
+	fingerprint string // of the storage it was opened with
 
 	// users are the running configs' apps, newest last; the newest one's
 	// options are in force. When a config stops, its predecessor's options
@@ -164,19 +148,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("registering metrics: %v", err)
 	}
 
-	// Placeholders such as {env.WEBHOOKS_DSN} keep a database password
-	// out of the config.
-	a.dir = caddy.NewReplacer().ReplaceKnown(a.Storage, "")
-	if a.dir == "" {
-		a.dir = filepath.Join(caddy.AppDataDir(), "webhooks")
+	st, err := a.loadStorage(ctx)
+	if err != nil {
+		return err
 	}
-	if !isDSN(a.dir) {
-		dir, err := filepath.Abs(a.dir)
-		if err != nil {
-			return fmt.Errorf("storage: %v", err)
-		}
-		a.dir = dir
-	}
+	a.storage = st
 
 	allow := make([]netip.Prefix, 0, len(a.AllowDestinations))
 	for _, s := range a.AllowDestinations {
@@ -187,18 +163,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		allow = append(allow, p)
 	}
 
-	if a.EncryptionKey != "" {
-		raw := caddy.NewReplacer().ReplaceAll(a.EncryptionKey, "")
-		key, err := decodeEncryptionKey(raw)
-		if err != nil {
-			return fmt.Errorf("encryption_key: %v", err)
-		}
-		a.key = key
-	}
-
 	a.maxBody = a.MaxBody
 	if a.maxBody == 0 {
-		a.maxBody = DefaultMaxBody
+		a.maxBody = bodysize.Default
 	}
 
 	a.opts = outbox.Options{
@@ -229,9 +196,6 @@ func (a *App) Provision(ctx caddy.Context) error {
 
 // Validate checks the configuration.
 func (a *App) Validate() error {
-	if isDSN(a.dir) && a.EncryptionKey != "" {
-		return errors.New("encryption_key: applies to the embedded store only; encrypt PostgreSQL storage with the database's own means")
-	}
 	seen := make(map[string]bool, len(a.Events))
 	for _, e := range a.Events {
 		if e == "" || strings.ContainsAny(e, " \t\r\n") {
@@ -268,43 +232,34 @@ func (a *App) Validate() error {
 }
 
 // Start opens the store, or reuses the one a running config has open on the
-// same directory, applies this config's options and starts delivering.
+// same storage, applies this config's options and starts delivering.
 func (a *App) Start() error {
-	keyID := base64.StdEncoding.EncodeToString(a.key)
-	val, loaded, err := outboxes.LoadOrNew(a.dir, func() (caddy.Destructor, error) {
-		if isDSN(a.dir) {
-			timeout := a.opts.Timeout
-			if timeout <= 0 {
-				timeout = 15 * time.Second
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			store, err := outbox.OpenPostgres(ctx, a.dir, outbox.PostgresOptions{Logger: a.logger, Lease: timeout + 30*time.Second})
-			if err != nil {
-				return nil, fmt.Errorf("opening PostgreSQL storage %s: %w", redactDSN(a.dir), err)
-			}
-			return &sharedOutbox{ob: outbox.New(store, a.opts), key: keyID}, nil
+	key, fingerprint := a.storage.StorageKey(), a.storage.Fingerprint()
+	val, loaded, err := outboxes.LoadOrNew(key, func() (caddy.Destructor, error) {
+		timeout := a.opts.Timeout
+		if timeout <= 0 {
+			timeout = 15 * time.Second
 		}
-		store, err := outbox.OpenBadger(a.dir, outbox.BadgerOptions{Logger: a.logger, EncryptionKey: a.key})
+		store, err := a.storage.OpenStore(a.logger, timeout)
 		if err != nil {
-			return nil, fmt.Errorf("opening storage %s (if another Caddy runs on it, use 'caddy reload' to change its config): %w", a.dir, err)
+			return nil, err
 		}
-		return &sharedOutbox{ob: outbox.New(store, a.opts), key: keyID}, nil
+		return &sharedOutbox{ob: outbox.New(store, a.opts), fingerprint: fingerprint}, nil
 	})
 	if err != nil {
 		return err
 	}
 	shared := val.(*sharedOutbox)
-	if loaded && shared.key != keyID {
-		_, _ = outboxes.Delete(a.dir)
-		return fmt.Errorf("encryption_key: the database in %s is open with another key; a reload cannot change it, restart Caddy instead", a.dir)
+	if loaded && shared.fingerprint != fingerprint {
+		_, _ = outboxes.Delete(key)
+		return fmt.Errorf("encryption_key: the database in %s is open with another key; a reload cannot change it, restart Caddy instead", a.storage)
 	}
 	shared.use(a)
 	shared.ob.Start()
 	a.shared = shared
 	a.ob.Store(shared.ob)
 	a.started = true
-	a.logger.Info("webhooks started", zap.String("storage", redactDSN(a.dir)), zap.Bool("reused", loaded))
+	a.logger.Info("webhooks started", zap.Stringer("storage", a.storage), zap.Bool("reused", loaded))
 	return nil
 }
 
@@ -318,7 +273,7 @@ func (a *App) Stop() error {
 	a.shared.release(a)
 	// The outbox stays reachable from this config's handlers, which may
 	// still be draining; once closed it answers ErrClosed (503).
-	_, err := outboxes.Delete(a.dir)
+	_, err := outboxes.Delete(a.storage.StorageKey())
 	return err
 }
 
@@ -330,9 +285,13 @@ func (a *App) Outbox() *outbox.Outbox {
 	if ob := a.ob.Load(); ob != nil {
 		return ob
 	}
+	if a.storage == nil {
+		return nil
+	}
 	var found *outbox.Outbox
+	key := a.storage.StorageKey()
 	outboxes.Range(func(k, v any) bool {
-		if k == a.dir {
+		if k == key {
 			found = v.(*sharedOutbox).ob
 			return false
 		}
@@ -343,22 +302,6 @@ func (a *App) Outbox() *outbox.Outbox {
 
 // maxBodyBytes is the ingest cap of handlers that set none.
 func (a *App) maxBodyBytes() int64 { return a.maxBody }
-
-// redactDSN hides the password of a postgres:// DSN for logs and errors.
-func redactDSN(s string) string {
-	if !isDSN(s) {
-		return s
-	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return "postgres://(unparsable DSN)"
-	}
-	return u.Redacted()
-}
-
-func isDSN(s string) bool {
-	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://")
-}
 
 // parseDestination parses a CIDR, or a bare IP as a single address.
 func parseDestination(s string) (netip.Prefix, error) {
@@ -374,26 +317,6 @@ func parseDestination(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("invalid CIDR or IP address %q", s)
 	}
 	return netip.PrefixFrom(addr, addr.BitLen()), nil
-}
-
-// decodeEncryptionKey decodes a base64 key of 16, 24 or 32 bytes.
-func decodeEncryptionKey(s string) ([]byte, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return nil, errors.New("empty after placeholder expansion (is the environment variable set?)")
-	}
-	key, err := base64.StdEncoding.DecodeString(s)
-	if err != nil {
-		key, err = base64.RawStdEncoding.DecodeString(s)
-	}
-	if err != nil {
-		return nil, errors.New("not valid standard base64 (generate one with: openssl rand -base64 32)")
-	}
-	switch len(key) {
-	case 16, 24, 32:
-		return key, nil
-	}
-	return nil, fmt.Errorf("decodes to %d bytes; want 16, 24 or 32 (generate one with: openssl rand -base64 32)", len(key))
 }
 
 // Interface guards

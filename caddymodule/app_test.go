@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -35,14 +36,19 @@ func TestAppProvision(t *testing.T) {
 		err  string
 	}{
 		{name: "defaults", app: &App{}},
-		{name: "postgres", app: &App{Storage: "postgres://u:pw@db/webhooks"}},
-		{name: "postgres with key", app: &App{Storage: "postgres://u:pw@db/webhooks", EncryptionKey: key32}, err: "embedded store only"},
+		{name: "postgres shorthand", app: &App{StorageRaw: storageJSON(`"postgres://u:pw@db/webhooks"`)}},
+		{name: "directory shorthand", app: &App{StorageRaw: storageJSON(`"rel/dir"`)}},
+		{name: "postgres", app: &App{StorageRaw: storageJSON(`{"module":"postgres","dsn":"postgres://u:pw@db/webhooks"}`)}},
+		{name: "postgres without dsn", app: &App{StorageRaw: storageJSON(`{"module":"postgres"}`)}, err: "dsn: required"},
+		{name: "postgres with a path", app: &App{StorageRaw: storageJSON(`{"module":"postgres","dsn":"/var/lib/x"}`)}, err: "dsn: must be a postgres://"},
+		{name: "postgres with key", app: &App{StorageRaw: storageJSON(`{"module":"postgres","dsn":"postgres://u:pw@db/webhooks","encryption_key":"` + key32 + `"}`)}, err: `unknown field "encryption_key"`},
+		{name: "unknown storage", app: &App{StorageRaw: storageJSON(`{"module":"redis"}`)}, err: "webhooks.storage.redis"},
 		{name: "bad CIDR", app: &App{AllowDestinations: []string{"10.0.0.0/99"}}, err: "allow_destinations"},
-		{name: "key", app: &App{EncryptionKey: key32}},
-		{name: "key from env", app: &App{EncryptionKey: "{env.TEST_WEBHOOKS_KEY}"}},
-		{name: "key from empty env", app: &App{EncryptionKey: "{env.TEST_WEBHOOKS_EMPTY}"}, err: "empty"},
-		{name: "short key", app: &App{EncryptionKey: base64.StdEncoding.EncodeToString([]byte("short"))}, err: "16, 24 or 32"},
-		{name: "key not base64", app: &App{EncryptionKey: "not base64!"}, err: "base64"},
+		{name: "key", app: &App{StorageRaw: badgerKey(key32)}},
+		{name: "key from env", app: &App{StorageRaw: badgerKey("{env.TEST_WEBHOOKS_KEY}")}},
+		{name: "key from empty env", app: &App{StorageRaw: badgerKey("{env.TEST_WEBHOOKS_EMPTY}")}, err: "empty"},
+		{name: "short key", app: &App{StorageRaw: badgerKey(base64.StdEncoding.EncodeToString([]byte("short")))}, err: "16, 24 or 32"},
+		{name: "key not base64", app: &App{StorageRaw: badgerKey("not base64!")}, err: "base64"},
 		{name: "negative timeout", app: &App{Timeout: caddy.Duration(-time.Second)}, err: "timeout"},
 		{name: "negative retry", app: &App{RetrySchedule: []caddy.Duration{caddy.Duration(-time.Second)}}, err: "retry_schedule"},
 		{name: "duplicate event", app: &App{Events: []string{"a", "a"}}, err: "events"},
@@ -63,9 +69,15 @@ func TestAppProvision(t *testing.T) {
 	}
 }
 
+func storageJSON(s string) json.RawMessage { return json.RawMessage(s) }
+
+func badgerKey(key string) json.RawMessage {
+	return storageJSON(`{"module":"badger","encryption_key":"` + key + `"}`)
+}
+
 func TestAppOptions(t *testing.T) {
 	a := &App{
-		Storage:           "rel/dir",
+		StorageRaw:        storageJSON(`{"module":"badger","path":"rel/dir"}`),
 		Events:            []string{"x"},
 		RetrySchedule:     []caddy.Duration{caddy.Duration(time.Second)},
 		AllowDestinations: []string{"10.1.2.3/8", "192.168.1.7", "::1"},
@@ -75,8 +87,8 @@ func TestAppOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	wd, _ := os.Getwd()
-	if a.dir != filepath.Join(wd, "rel", "dir") {
-		t.Errorf("storage dir = %q, want it absolute", a.dir)
+	if dir := a.storage.StorageKey(); dir != filepath.Join(wd, "rel", "dir") {
+		t.Errorf("storage dir = %q, want it absolute", dir)
 	}
 	want := []netip.Prefix{
 		netip.MustParsePrefix("10.0.0.0/8"),
@@ -95,7 +107,7 @@ func TestAppOptions(t *testing.T) {
 	if a.Outbox() != nil {
 		t.Errorf("the outbox exists before Start")
 	}
-	if _, err := os.Stat(a.dir); !os.IsNotExist(err) {
+	if _, err := os.Stat(a.storage.StorageKey()); !os.IsNotExist(err) {
 		t.Errorf("provision touched the storage dir: %v", err)
 	}
 }

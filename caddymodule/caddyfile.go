@@ -1,7 +1,7 @@
 package caddymodule
 
 import (
-	"math"
+	"encoding/json"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -9,7 +9,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/dustin/go-humanize"
+
+	"github.com/caddy-webhooks/caddy-webhooks/internal/bodysize"
 )
 
 func init() {
@@ -25,7 +26,10 @@ func init() {
 // parseGlobalOption sets up the webhooks app from the global option. Syntax:
 //
 //	webhooks {
-//	    storage                   <dir>
+//	    storage                   <dir>|postgres://...
+//	    storage                   badger|postgres {
+//	        ...                    (see BadgerStorage and PostgresStorage)
+//	    }
 //	    events                    <type>...
 //	    retry_schedule            <duration>...
 //	    timeout                   <duration>
@@ -39,6 +43,7 @@ func init() {
 //	    encryption_key            <base64 key>
 //	}
 //
+// encryption_key is shorthand for storage badger's option of that name.//
 // events, retry_schedule and allow_destinations may be repeated; their
 // values add up.
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
@@ -46,6 +51,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 		return nil, d.Err("the webhooks global option may appear only once")
 	}
 	app := new(App)
+	var storageName, encryptionKey string
 	d.Next() // consume option name
 	if d.NextArg() {
 		return nil, d.ArgErr()
@@ -54,10 +60,14 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 		opt := d.Val()
 		switch opt {
 		case "storage":
-			if !d.NextArg() {
-				return nil, d.ArgErr()
+			if app.StorageRaw != nil {
+				return nil, d.Errf("storage: may appear only once")
 			}
-			app.Storage = d.Val()
+			name, raw, err := parseStorage(d)
+			if err != nil {
+				return nil, err
+			}
+			storageName, app.StorageRaw = name, raw
 		case "events":
 			args := d.RemainingArgs()
 			if len(args) == 0 {
@@ -122,13 +132,31 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			if !d.NextArg() {
 				return nil, d.ArgErr()
 			}
-			app.EncryptionKey = d.Val()
+			encryptionKey = d.Val()
 		default:
 			return nil, d.Errf("unrecognized webhooks option '%s'", opt)
 		}
 		if d.NextArg() {
 			return nil, d.Errf("%s: too many arguments", opt)
 		}
+	}
+	if encryptionKey != "" {
+		// Shorthand for the Badger storage's own option.
+		var st BadgerStorage
+		switch storageName {
+		case "":
+		case "badger":
+			if err := json.Unmarshal(app.StorageRaw, &st); err != nil {
+				return nil, err
+			}
+			if st.EncryptionKey != "" {
+				return nil, d.Errf("encryption_key: set both in storage badger and beside it")
+			}
+		default:
+			return nil, d.Errf("encryption_key: applies to storage badger only, not %s; encrypt a PostgreSQL database with the database's own means", storageName)
+		}
+		st.EncryptionKey = encryptionKey
+		app.StorageRaw = caddyconfig.JSONModuleObject(&st, "module", "badger", nil)
 	}
 	return httpcaddyfile.App{
 		Name:  "webhooks",
@@ -170,14 +198,11 @@ func parseSize(d *caddyfile.Dispenser) (int64, error) {
 	if !d.NextArg() {
 		return 0, d.ArgErr()
 	}
-	size, err := humanize.ParseBytes(d.Val())
+	size, err := bodysize.Parse(d.Val())
 	if err != nil {
-		return 0, d.Errf("%s: invalid size %q: %v", opt, d.Val(), err)
+		return 0, d.Errf("%s: %v", opt, err)
 	}
-	if size == 0 || size > math.MaxInt64 {
-		return 0, d.Errf("%s: size %q out of range", opt, d.Val())
-	}
-	return int64(size), nil
+	return size, nil
 }
 
 // parsePositiveInt reads the single positive integer argument of the option at d.

@@ -36,6 +36,7 @@ import (
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/fixture"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
+	"github.com/caddy-webhooks/caddy-webhooks/outbox/badgerstore"
 )
 
 const (
@@ -58,17 +59,17 @@ const capawesomeJobFinished = fixture.JobFinished
 // move only with the requests under test; and Commit counts the events and
 // deliveries it actually wrote.
 type fuzzStore struct {
-	*outbox.BadgerStore
+	*badgerstore.Store
 	events     atomic.Int64
 	deliveries atomic.Int64
 }
 
-func (s *fuzzStore) Claim(context.Context, time.Time, int, func(string) bool) ([]*outbox.Job, time.Time, error) {
+func (s *fuzzStore) Claim(context.Context, *outbox.ClaimRequest) ([]*outbox.Job, time.Time, error) {
 	return nil, time.Time{}, nil
 }
 
 func (s *fuzzStore) Commit(ctx context.Context, batch []*outbox.Ingest) error {
-	err := s.BadgerStore.Commit(ctx, batch)
+	err := s.Store.Commit(ctx, batch)
 	if err == nil {
 		for _, in := range batch {
 			if !in.Result.Duplicate {
@@ -85,7 +86,7 @@ func (s *fuzzStore) Commit(ctx context.Context, batch []*outbox.Ingest) error {
 // (StatusPending leaves it pending).
 func (s *fuzzStore) settle(tb testing.TB, fate func(*outbox.Job) outbox.Status) {
 	tb.Helper()
-	jobs, _, err := s.BadgerStore.Claim(context.Background(), time.Now().Add(time.Second), 100000, func(string) bool { return true })
+	jobs, _, err := s.Store.Claim(context.Background(), &outbox.ClaimRequest{Now: time.Now().Add(time.Second), Limit: 100000, MaxInFlight: 100000})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -121,11 +122,11 @@ type fuzzEnv struct {
 // default destination policy (loopback and private ranges refused).
 func newFuzzEnv(tb testing.TB) *fuzzEnv {
 	tb.Helper()
-	bs, err := outbox.OpenBadger(tb.TempDir(), outbox.BadgerOptions{Logger: zap.NewNop(), MemTableSize: 4 << 20})
+	bs, err := badgerstore.Open(tb.TempDir(), badgerstore.Options{Logger: zap.NewNop(), MemTableSize: 4 << 20})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	fs := &fuzzStore{BadgerStore: bs}
+	fs := &fuzzStore{Store: bs}
 	ob := outbox.New(fs, outbox.Options{RetrySchedule: []time.Duration{}, Workers: 2})
 	ob.Start()
 	tb.Cleanup(func() { ob.Close() })
@@ -793,7 +794,7 @@ func checkView(t *testing.T, what, body string, w *outbox.Webhook) {
 			t.Fatalf("%s answered with a member %q: %s", what, k, body)
 		}
 	}
-	wantJSON, err := json.Marshal(w)
+	wantJSON, err := json.Marshal(newWebhookView(w))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -812,7 +813,7 @@ func checkView(t *testing.T, what, body string, w *outbox.Webhook) {
 // others keep their old values.
 func checkApplied(t *testing.T, what string, body []byte, old, got *outbox.Webhook, create bool) {
 	t.Helper()
-	var in outbox.WebhookInput
+	var in webhookInput
 	if err := json.Unmarshal(body, &in); err != nil {
 		t.Fatalf("%s was accepted but encoding/json refuses its body: %v", what, err)
 	}

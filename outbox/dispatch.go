@@ -86,16 +86,27 @@ func (d *dispatcher) configure(opts *Options) {
 	}
 }
 
-// admit reserves a slot for a job of the webhook, unless it has its share.
-func (d *dispatcher) admit(webhookID string) bool {
+// claimRequest snapshots what is in flight. Only the run loop claims and
+// workers only ever lower the counts, so the snapshot never admits more
+// than the caps allow.
+func (d *dispatcher) claimRequest(now time.Time, limit int) *ClaimRequest {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.busy[webhookID] >= d.perHook {
-		return false
+	inflight := make(map[string]int, len(d.busy))
+	for id, n := range d.busy {
+		inflight[id] = n
 	}
-	d.busy[webhookID]++
-	d.inflight++
-	return true
+	return &ClaimRequest{Now: now, Limit: limit, InFlight: inflight, MaxInFlight: d.perHook}
+}
+
+// claimed counts the jobs a claim returned as in flight.
+func (d *dispatcher) claimed(jobs []*Job) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, j := range jobs {
+		d.busy[j.Delivery.WebhookID]++
+	}
+	d.inflight += len(jobs)
 }
 
 func (d *dispatcher) finish(webhookID string) {
@@ -148,11 +159,12 @@ func (d *dispatcher) run(ctx context.Context) {
 		d.mu.Unlock()
 		wait := time.Hour
 		if free > 0 {
-			jobs, next, err := d.o.store.Claim(ctx, time.Now(), free, d.admit)
+			jobs, next, err := d.o.store.Claim(ctx, d.claimRequest(time.Now(), free))
 			if err != nil {
 				log.Error("claiming due deliveries", zap.Error(err))
 				wait = time.Second
 			}
+			d.claimed(jobs)
 			for _, j := range jobs {
 				d.jobs <- j
 			}
@@ -184,8 +196,7 @@ func (d *dispatcher) run(ctx context.Context) {
 func (d *dispatcher) attempt(j *Job) {
 	opts := d.o.options()
 	dl, w := j.Delivery, j.Webhook
-	if dl.EventID == "" {
-		// The record vanished (its webhook was deleted); drop the entry.
+	if j.Gone {
 		_ = d.o.store.Release(context.Background(), j)
 		return
 	}

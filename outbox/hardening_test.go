@@ -1,26 +1,21 @@
-package outbox
+package outbox_test
 
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
+	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 	"github.com/caddy-webhooks/caddy-webhooks/signature"
 )
 
-func ingestOne(t *testing.T, o *Outbox, app, ev string) IngestResult {
+func ingestOne(t *testing.T, o *outbox.Outbox, app, ev string) outbox.IngestResult {
 	t.Helper()
 	r, err := o.Ingest(context.Background(), []byte(`{"event":"`+ev+`","data":{"appId":"`+app+`"}}`), "")
 	if err != nil {
@@ -29,11 +24,11 @@ func ingestOne(t *testing.T, o *Outbox, app, ev string) IngestResult {
 	return r
 }
 
-func onlyDelivery(t *testing.T, o *Outbox, app, wh string, want func(*Delivery) bool) *Delivery {
+func onlyDelivery(t *testing.T, o *outbox.Outbox, app, wh string, want func(*outbox.Delivery) bool) *outbox.Delivery {
 	t.Helper()
-	var d *Delivery
+	var d *outbox.Delivery
 	waitFor(t, "delivery state", func() bool {
-		ds, _, _ := o.Deliveries(context.Background(), app, wh, DeliveryFilter{})
+		ds, _, _ := o.Deliveries(context.Background(), app, wh, outbox.DeliveryFilter{})
 		if len(ds) == 1 && want(ds[0]) {
 			d = ds[0]
 			return true
@@ -49,14 +44,14 @@ func TestBlockedAtDialTime(t *testing.T) {
 	var hits atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
 	defer srv.Close()
-	o := openTest(t, Options{AllowDestinations: []netip.Prefix{}, RetrySchedule: []time.Duration{10 * time.Millisecond}})
+	o := openTest(t, outbox.Options{AllowDestinations: []netip.Prefix{}, RetrySchedule: []time.Duration{10 * time.Millisecond}})
 	port := srv.URL[strings.LastIndexByte(srv.URL, ':'):]
-	w, err := o.CreateWebhook(context.Background(), "a", WebhookInput{Name: ptr("n"), URL: ptr("http://localhost" + port + "/"), Events: &[]string{"job_created"}})
+	w, err := o.CreateWebhook(context.Background(), "a", outbox.WebhookInput{Name: ptr("n"), URL: ptr("http://localhost" + port + "/"), Events: &[]string{"job_created"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ingestOne(t, o, "a", "job_created")
-	d := onlyDelivery(t, o, "a", w.ID, func(d *Delivery) bool { return d.Status == StatusFailed })
+	d := onlyDelivery(t, o, "a", w.ID, func(d *outbox.Delivery) bool { return d.Status == outbox.StatusFailed })
 	if len(d.Attempts) != 1 || !strings.Contains(d.Attempts[0].Error, "loopback") {
 		t.Fatalf("blocked delivery: %d attempts, error %q; want 1 attempt naming loopback", len(d.Attempts), d.Attempts[0].Error)
 	}
@@ -65,43 +60,14 @@ func TestBlockedAtDialTime(t *testing.T) {
 	}
 }
 
-func TestBlockedReason(t *testing.T) {
-	for addr, want := range map[string]string{
-		"127.0.0.1":        "loopback",
-		"::1":              "loopback",
-		"10.1.2.3":         "private",
-		"172.20.0.1":       "private",
-		"192.168.1.1":      "private",
-		"fd00::1":          "private",
-		"169.254.169.254":  "link-local",
-		"fe80::1":          "link-local",
-		"0.0.0.0":          "unspecified",
-		"::":               "unspecified",
-		"224.0.0.1":        "multicast",
-		"::ffff:127.0.0.1": "loopback",
-		"::ffff:10.0.0.1":  "private",
-		"2002:a9fe:a9fe::": "link-local", // 6to4 of 169.254.169.254
-		"64:ff9b::a00:1":   "private",    // NAT64 of 10.0.0.1
-		"93.184.216.34":    "",
-		"2606:4700::1111":  "",
-	} {
-		if got := blockedReason(netip.MustParseAddr(addr), nil); got != want {
-			t.Errorf("blockedReason(%s) = %q, want %q", addr, got, want)
-		}
-	}
-	if got := blockedReason(netip.MustParseAddr("10.1.2.3"), []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}); got != "" {
-		t.Errorf("allowed range still refused: %q", got)
-	}
-}
-
 func TestGoneDisablesWebhook(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusGone) }))
 	defer srv.Close()
-	o := openTest(t, Options{RetrySchedule: []time.Duration{10 * time.Millisecond}})
+	o := openTest(t, outbox.Options{RetrySchedule: []time.Duration{10 * time.Millisecond}})
 	ctx := context.Background()
-	w, _ := o.CreateWebhook(ctx, "a", WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}})
+	w, _ := o.CreateWebhook(ctx, "a", outbox.WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}})
 	ingestOne(t, o, "a", "job_created")
-	d := onlyDelivery(t, o, "a", w.ID, func(d *Delivery) bool { return d.Status == StatusFailed })
+	d := onlyDelivery(t, o, "a", w.ID, func(d *outbox.Delivery) bool { return d.Status == outbox.StatusFailed })
 	if len(d.Attempts) != 1 {
 		t.Fatalf("410 was retried: %d attempts", len(d.Attempts))
 	}
@@ -111,7 +77,7 @@ func TestGoneDisablesWebhook(t *testing.T) {
 	}
 	// Events for a disabled webhook are recorded as skipped, resendable later.
 	ingestOne(t, o, "a", "job_created")
-	ds, _, _ := o.Deliveries(ctx, "a", w.ID, DeliveryFilter{Status: StatusSkipped})
+	ds, _, _ := o.Deliveries(ctx, "a", w.ID, outbox.DeliveryFilter{Status: outbox.StatusSkipped})
 	if len(ds) != 1 {
 		t.Fatalf("%d skipped deliveries while disabled, want 1", len(ds))
 	}
@@ -124,9 +90,9 @@ func TestThrottledWaitsAndRetryAfter(t *testing.T) {
 		retryAfter string
 		min, max   time.Duration
 	}{
-		{"503 waits the floor", 503, "", throttleFloor, throttleFloor + time.Second},
+		{"503 waits the floor", 503, "", 60 * time.Second, 61 * time.Second},
 		{"429 honours a longer Retry-After", 429, "600", 600 * time.Second, 601 * time.Second},
-		{"Retry-After is capped", 503, "999999999", maxRetryAfter, maxRetryAfter + time.Second},
+		{"Retry-After is capped", 503, "999999999", 24 * time.Hour, 24*time.Hour + time.Second},
 		{"500 keeps the schedule", 500, "", 800 * time.Millisecond, 1200 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -137,11 +103,11 @@ func TestThrottledWaitsAndRetryAfter(t *testing.T) {
 				w.WriteHeader(tc.status)
 			}))
 			defer srv.Close()
-			o := openTest(t, Options{RetrySchedule: []time.Duration{time.Second, time.Hour}})
-			w, _ := o.CreateWebhook(context.Background(), "a", WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}})
+			o := openTest(t, outbox.Options{RetrySchedule: []time.Duration{time.Second, time.Hour}})
+			w, _ := o.CreateWebhook(context.Background(), "a", outbox.WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}})
 			start := time.Now()
 			ingestOne(t, o, "a", "job_created")
-			d := onlyDelivery(t, o, "a", w.ID, func(d *Delivery) bool { return len(d.Attempts) == 1 && d.NextAttemptAt != nil })
+			d := onlyDelivery(t, o, "a", w.ID, func(d *outbox.Delivery) bool { return len(d.Attempts) == 1 && d.NextAttemptAt != nil })
 			wait := d.NextAttemptAt.Sub(start)
 			if wait < tc.min-100*time.Millisecond || wait > tc.max+time.Second {
 				t.Fatalf("next attempt in %v, want between %v and %v", wait, tc.min, tc.max)
@@ -150,30 +116,19 @@ func TestThrottledWaitsAndRetryAfter(t *testing.T) {
 	}
 }
 
-func TestJitterSpread(t *testing.T) {
-	lo, hi := time.Hour, time.Duration(0)
-	for range 2000 {
-		j := jitter(100 * time.Second)
-		lo, hi = min(lo, j), max(hi, j)
-	}
-	if lo < 80*time.Second || hi > 120*time.Second || hi-lo < 30*time.Second {
-		t.Fatalf("jitter of 100s spans [%v, %v], want within ±20%% and spread", lo, hi)
-	}
-}
-
 func TestAutoDisableAfterContinuousFailure(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) }))
 	defer srv.Close()
-	o := openTest(t, Options{RetrySchedule: []time.Duration{20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond}, DisableAfter: 30 * time.Millisecond})
+	o := openTest(t, outbox.Options{RetrySchedule: []time.Duration{20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond}, DisableAfter: 30 * time.Millisecond})
 	ctx := context.Background()
-	w, _ := o.CreateWebhook(ctx, "a", WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}})
+	w, _ := o.CreateWebhook(ctx, "a", outbox.WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}})
 	ingestOne(t, o, "a", "job_created")
 	waitFor(t, "webhook disabled after failing continuously", func() bool {
 		got, _ := o.GetWebhook(ctx, "a", w.ID)
 		return !got.Enabled && got.DisabledReason == "failing"
 	})
 	// Re-enabling resumes deliveries.
-	if _, err := o.UpdateWebhook(ctx, "a", w.ID, WebhookInput{Enabled: ptr(true)}); err != nil {
+	if _, err := o.UpdateWebhook(ctx, "a", w.ID, outbox.WebhookInput{Enabled: ptr(true)}); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := o.GetWebhook(ctx, "a", w.ID)
@@ -182,7 +137,7 @@ func TestAutoDisableAfterContinuousFailure(t *testing.T) {
 	}
 	r := ingestOne(t, o, "a", "job_created")
 	waitFor(t, "attempt after re-enabling", func() bool {
-		ds, _, _ := o.Deliveries(ctx, "a", w.ID, DeliveryFilter{})
+		ds, _, _ := o.Deliveries(ctx, "a", w.ID, outbox.DeliveryFilter{})
 		for _, d := range ds {
 			if d.EventID == r.ID && len(d.Attempts) > 0 {
 				return true
@@ -196,10 +151,10 @@ func TestSecretRotationSignsWithBoth(t *testing.T) {
 	hdr := make(chan http.Header, 4)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hdr <- r.Header.Clone() }))
 	defer srv.Close()
-	o := openTest(t, Options{RotationGrace: time.Hour})
+	o := openTest(t, outbox.Options{RotationGrace: time.Hour})
 	ctx := context.Background()
-	w, _ := o.CreateWebhook(ctx, "a", WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}, Secret: ptr("old-secret")})
-	if _, err := o.UpdateWebhook(ctx, "a", w.ID, WebhookInput{Secret: ptr("new-secret")}); err != nil {
+	w, _ := o.CreateWebhook(ctx, "a", outbox.WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}, Secret: ptr("old-secret")})
+	if _, err := o.UpdateWebhook(ctx, "a", w.ID, outbox.WebhookInput{Secret: ptr("new-secret")}); err != nil {
 		t.Fatal(err)
 	}
 	body := []byte(`{"event":"job_created","data":{"appId":"a"}}`)
@@ -220,7 +175,7 @@ func TestSecretRotationSignsWithBoth(t *testing.T) {
 		}
 	}
 	// Removing the secret drops signing entirely.
-	o.UpdateWebhook(ctx, "a", w.ID, WebhookInput{Secret: ptr("")})
+	o.UpdateWebhook(ctx, "a", w.ID, outbox.WebhookInput{Secret: ptr("")})
 	o.Ingest(ctx, body, "")
 	h = <-hdr
 	if h.Get("X-Signature") != "" || h.Get("Webhook-Signature") != "" {
@@ -238,15 +193,15 @@ func TestRecoverResendsFailedSince(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	o := openTest(t, Options{RetrySchedule: []time.Duration{}})
+	o := openTest(t, outbox.Options{RetrySchedule: []time.Duration{}})
 	ctx := context.Background()
-	w, _ := o.CreateWebhook(ctx, "a", WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}})
+	w, _ := o.CreateWebhook(ctx, "a", outbox.WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}})
 	since := time.Now()
 	for range 5 {
 		ingestOne(t, o, "a", "job_created")
 	}
 	waitFor(t, "five failed deliveries", func() bool {
-		ds, _, _ := o.Deliveries(ctx, "a", w.ID, DeliveryFilter{Status: StatusFailed})
+		ds, _, _ := o.Deliveries(ctx, "a", w.ID, outbox.DeliveryFilter{Status: outbox.StatusFailed})
 		return len(ds) == 5
 	})
 	ok.Store(true)
@@ -255,136 +210,10 @@ func TestRecoverResendsFailedSince(t *testing.T) {
 		t.Fatalf("recover: %d, %v; want 5", n, err)
 	}
 	waitFor(t, "five recovered deliveries", func() bool {
-		ds, _, _ := o.Deliveries(ctx, "a", w.ID, DeliveryFilter{Status: StatusSucceeded})
+		ds, _, _ := o.Deliveries(ctx, "a", w.ID, outbox.DeliveryFilter{Status: outbox.StatusSucceeded})
 		return len(ds) == 5
 	})
 	if n, _ := o.Recover(ctx, "a", w.ID, since); n != 0 {
 		t.Fatalf("second recover resent %d, want 0", n)
 	}
-}
-
-func TestEncryptionKeyMismatch(t *testing.T) {
-	dir := t.TempDir()
-	key := []byte("0123456789abcdef0123456789abcdef")
-	s, err := OpenBadger(dir, BadgerOptions{EncryptionKey: key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &Webhook{ID: newID(), AppID: "a", Name: "n", URL: "https://x.test", Events: []string{"job_created"}, Secret: "plaintext-secret-marker", Enabled: true}
-	if err := s.CreateWebhook(context.Background(), w); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	// The secret is not readable on disk.
-	files, _ := filepath.Glob(filepath.Join(dir, "*"))
-	for _, f := range files {
-		b, _ := os.ReadFile(f)
-		if strings.Contains(string(b), "plaintext-secret-marker") {
-			t.Fatalf("secret stored in clear in %s", filepath.Base(f))
-		}
-	}
-	_, err = OpenBadger(dir, BadgerOptions{EncryptionKey: []byte("fedcba9876543210fedcba9876543210")})
-	if err == nil || !strings.Contains(err.Error(), "encryption key does not match") {
-		t.Fatalf("open with the wrong key: %v", err)
-	}
-	s, err = OpenBadger(dir, BadgerOptions{EncryptionKey: key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if got, err := s.GetWebhook(context.Background(), "a", w.ID); err != nil || got.Secret != w.Secret {
-		t.Fatalf("reopen with the right key: %v", err)
-	}
-}
-
-// TestDiskFull fills a small tmpfs: ingest fails with ErrUnavailable (never
-// a success), what was accepted stays intact and is delivered, and ingest
-// recovers by itself once space is freed. It needs root to mount the tmpfs.
-func TestDiskFull(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root")
-	}
-	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=128m", "tmpfs", mnt).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount tmpfs: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
-	s, err := OpenBadger(filepath.Join(mnt, "db"), BadgerOptions{MemTableSize: 4 << 20, MinFreeBytes: 16 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The endpoint holds its requests until the disk has room again, so
-	// no attempt is recorded while it is full.
-	open := make(chan struct{})
-	got := make(chan string, 100)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		<-open
-		got <- r.Header.Get("Webhook-Id")
-	}))
-	defer srv.Close()
-	o := New(s, Options{AllowDestinations: loopback, Timeout: time.Minute})
-	o.Start()
-	defer o.Close()
-	ctx := context.Background()
-	if _, err := o.CreateWebhook(ctx, "a", WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}}); err != nil {
-		t.Fatal(err)
-	}
-	accepted := map[string]bool{}
-	for range 20 {
-		accepted[ingestOne(t, o, "a", "job_created").ID] = true
-	}
-	filler := filepath.Join(mnt, "filler")
-	exec.Command("dd", "if=/dev/zero", "of="+filler, "bs=1M", "count=200").Run()
-
-	_, err = o.Ingest(ctx, []byte(`{"event":"job_created","data":{"appId":"a"}}`), "")
-	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "free") {
-		t.Fatalf("ingest on a full disk: %v, want ErrUnavailable naming the free space", err)
-	}
-	os.Remove(filler)
-	r, err := o.Ingest(ctx, []byte(`{"event":"job_created","data":{"appId":"a"}}`), "")
-	if err != nil {
-		t.Fatalf("ingest did not resume after space was freed: %v", err)
-	}
-	accepted[r.ID] = true
-	close(open)
-	deadline := time.After(20 * time.Second)
-	for len(accepted) > 0 {
-		select {
-		case id := <-got:
-			delete(accepted, id)
-		case <-deadline:
-			t.Fatalf("%d accepted events were not delivered", len(accepted))
-		}
-	}
-}
-
-// Finished and skipped deliveries and their events expire with retention.
-func TestHistoryExpires(t *testing.T) {
-	hit := make(chan struct{}, 1)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hit <- struct{}{} }))
-	defer srv.Close()
-	// Badger's TTLs count whole seconds, so a few seconds keep the
-	// records visible long enough to be seen before they expire.
-	o := openTest(t, Options{Retention: 3 * time.Second, RetrySchedule: []time.Duration{}})
-	ctx := context.Background()
-	w, _ := o.CreateWebhook(ctx, "a", WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}})
-	off, _ := o.CreateWebhook(ctx, "a", WebhookInput{Name: ptr("off"), URL: ptr(srv.URL), Events: &[]string{"job_created"}, Enabled: ptr(false)})
-	r := ingestOne(t, o, "a", "job_created")
-	if ds, _, _ := o.Deliveries(ctx, "a", off.ID, DeliveryFilter{}); len(ds) != 1 || ds[0].Status != StatusSkipped {
-		t.Fatalf("disabled webhook's history: %v, want one skipped delivery", ds)
-	}
-	select {
-	case <-hit:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no delivery")
-	}
-	waitFor(t, "history to expire after the retention", func() bool {
-		a, _, _ := o.Deliveries(ctx, "a", w.ID, DeliveryFilter{})
-		b, _, _ := o.Deliveries(ctx, "a", off.ID, DeliveryFilter{})
-		return len(a) == 0 && len(b) == 0
-	})
-	s := o.Store().(*BadgerStore)
-	waitFor(t, "the event to expire", func() bool {
-		return s.db.View(func(txn *badger.Txn) error { _, err := getEvent(txn, r.ID); return err }) != nil
-	})
 }

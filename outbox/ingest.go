@@ -2,101 +2,108 @@ package outbox
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
-	"sync"
+	"fmt"
+	"slices"
+	"time"
 )
 
-// maxBatch bounds how many ingests share one transaction and one fsync.
-const maxBatch = 512
-
-type pendingIngest struct {
-	in   *Ingest
-	done chan error
+// ParseEvent checks an ingest body: valid JSON with "event" and an object
+// "data" carrying "appId". Member names match exactly, and the last of a
+// repeated name wins, as JSON.parse does: encoding/json's struct decoding
+// folds case, which would route {"EVENT": ...} by a member that receivers
+// never see.
+func ParseEvent(body []byte) (eventType, appID string, err error) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(body, &top); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) || (len(body) > 0 && json.Valid(body)) {
+			return "", "", invalid("", "body must be a JSON object")
+		}
+		return "", "", invalid("", "malformed JSON: %v", err)
+	}
+	if top == nil {
+		return "", "", invalid("", "body must be a JSON object")
+	}
+	eventType, err = jsonString(top["event"], "event")
+	if err != nil {
+		return "", "", err
+	}
+	data := top["data"]
+	if len(data) == 0 || string(data) == "null" {
+		return "", "", invalid("data", "missing")
+	}
+	var fields map[string]json.RawMessage
+	if data[0] != '{' || json.Unmarshal(data, &fields) != nil {
+		return "", "", invalid("data", "must be an object")
+	}
+	appID, err = jsonString(fields["appId"], "data.appId")
+	if err != nil {
+		return "", "", err
+	}
+	return eventType, appID, nil
 }
 
-// commit hands an ingest to the group committer and waits until it is
-// durable. Badger does not share an fsync between transactions, so one
-// writer batches whatever ingests arrived while the last fsync ran.
-func (o *Outbox) commit(ctx context.Context, in *Ingest) error {
-	if o.closed.Load() {
-		return ErrClosed
+// jsonString reads a required, non-empty JSON string member.
+func jsonString(raw json.RawMessage, field string) (string, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", invalid(field, "missing")
 	}
-	p := &pendingIngest{in: in, done: make(chan error, 1)}
-	select {
-	case o.ingest <- p:
-	case <-o.stopped:
-		return ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
+	var s string
+	if raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
+		return "", invalid(field, "must be a string")
 	}
-	select {
-	case err := <-p.done:
-		return err
-	case <-o.stopped:
-		// The committer may have answered just before it stopped.
-		select {
-		case err := <-p.done:
-			return err
-		default:
-			return ErrClosed
-		}
+	if s == "" {
+		return "", invalid(field, "missing")
 	}
+	return s, nil
 }
 
-// maxCommits is how many batches may be between write and fsync at once:
-// while one waits for its fsync, the next is written, and one fsync can
-// cover both.
-const maxCommits = 4
-
-func (o *Outbox) commitLoop(ctx context.Context) {
-	var inFlight sync.WaitGroup
-	defer func() {
-		inFlight.Wait()
-		close(o.stopped)
-	}()
-	slots := make(chan struct{}, maxCommits)
-	for {
-		var first *pendingIngest
-		select {
-		case <-ctx.Done():
-			return
-		case first = <-o.ingest:
-		}
-		// Waiting for a slot before draining lets the batch grow while
-		// the commits ahead of it finish.
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-			first.done <- ErrClosed
-			return
-		}
-		batch := []*pendingIngest{first}
-	fill:
-		for len(batch) < maxBatch {
-			select {
-			case p := <-o.ingest:
-				batch = append(batch, p)
-			default:
-				break fill
-			}
-		}
-		inFlight.Add(1)
-		go func() {
-			defer inFlight.Done()
-			defer func() { <-slots }()
-			ins := make([]*Ingest, len(batch))
-			for i, p := range batch {
-				ins[i] = p.in
-			}
-			// Not cancelled by ctx: a batch is committed whole or
-			// reported as failed.
-			err := o.store.Commit(context.Background(), ins)
-			if err != nil && !errors.Is(err, ErrUnavailable) {
-				err = errors.Join(ErrUnavailable, err)
-			}
-			for _, p := range batch {
-				p.done <- err
-			}
-		}()
+// Ingest stores an event posted by the service with one delivery per
+// subscribed webhook, and returns once all of it is durable. A repeated
+// idempotencyKey (per app, within 24h) returns the first event instead.
+func (o *Outbox) Ingest(ctx context.Context, body []byte, idempotencyKey string) (IngestResult, error) {
+	evType, appID, err := ParseEvent(body)
+	if err != nil {
+		return IngestResult{}, err
 	}
+	if !slices.Contains(o.options().Events, evType) {
+		return IngestResult{}, &UnknownEventError{Type: evType}
+	}
+	hooks, err := o.store.ListWebhooks(ctx, appID)
+	if err != nil {
+		return IngestResult{}, fmt.Errorf("finding webhooks of app: %w", err)
+	}
+	now := time.Now()
+	ev := &Event{ID: newID(), AppID: appID, Type: evType, ReceivedAt: now, Body: slices.Clone(body)}
+	in := &Ingest{Event: ev, IdempotencyKey: idempotencyKey}
+	for _, w := range hooks {
+		if !w.Subscribes(evType) {
+			continue
+		}
+		in.Deliveries = append(in.Deliveries, newDelivery(w, ev, now))
+	}
+	if err := o.commit(ctx, in); err != nil {
+		return IngestResult{}, err
+	}
+	if !in.Result.Duplicate {
+		o.options().Observer.EventReceived(evType)
+		if len(in.Deliveries) > 0 {
+			o.notify()
+		}
+	}
+	return in.Result, nil
+}
+
+func newDelivery(w *Webhook, ev *Event, now time.Time) *Delivery {
+	d := &Delivery{
+		ID: newID(), AppID: w.AppID, WebhookID: w.ID, EventID: ev.ID, Event: ev.Type,
+		Status: StatusPending, CreatedAt: now, NextAttemptAt: &now,
+	}
+	if !w.Enabled {
+		d.Status = StatusSkipped
+		d.NextAttemptAt = nil
+	}
+	return d
 }

@@ -1,9 +1,9 @@
 package outbox
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -28,7 +28,7 @@ type Webhook struct {
 	CreatedAt time.Time
 	UpdatedAt time.Time
 
-	// Secret is write-only: MarshalJSON never shows it.
+	// Secret signs deliveries. It is write-only: no API view shows it.
 	Secret string
 	// PreviousSecret stays valid until PreviousSecretUntil after a rotation,
 	// so receivers can roll their configuration without dropping requests.
@@ -65,37 +65,20 @@ func (w *Webhook) signingKeys(now time.Time) [][]byte {
 	return keys
 }
 
-// webhookView is the public shape of a webhook: the secret never leaves.
-type webhookView struct {
-	ID             string    `json:"id"`
-	AppID          string    `json:"appId"`
-	Name           string    `json:"name"`
-	URL            string    `json:"url"`
-	Events         []string  `json:"events"`
-	HasSecret      bool      `json:"hasSecret"`
-	Enabled        bool      `json:"enabled"`
-	DisabledReason string    `json:"disabledReason,omitempty"`
-	CreatedAt      time.Time `json:"createdAt"`
-	UpdatedAt      time.Time `json:"updatedAt"`
-}
-
-// MarshalJSON renders the API view, which says whether a secret is set but
-// never what it is.
-func (w *Webhook) MarshalJSON() ([]byte, error) {
-	return json.Marshal(webhookView{
-		ID: w.ID, AppID: w.AppID, Name: w.Name, URL: w.URL, Events: w.Events,
-		HasSecret: w.Secret != "", Enabled: w.Enabled, DisabledReason: w.DisabledReason,
-		CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt,
-	})
+// Clone returns a copy that shares nothing mutable with w.
+func (w *Webhook) Clone() *Webhook {
+	c := *w
+	c.Events = slices.Clone(w.Events)
+	return &c
 }
 
 // Event is what a service posted, kept byte for byte.
 type Event struct {
-	ID         string          `json:"id"`
-	AppID      string          `json:"appId"`
-	Type       string          `json:"event"`
-	ReceivedAt time.Time       `json:"receivedAt"`
-	Body       json.RawMessage `json:"body"`
+	ID         string
+	AppID      string
+	Type       string
+	ReceivedAt time.Time
+	Body       []byte
 }
 
 // Status is where a delivery stands.
@@ -113,28 +96,32 @@ const (
 
 // Delivery is one event to one webhook.
 type Delivery struct {
-	ID            string     `json:"id"`
-	AppID         string     `json:"appId"`
-	WebhookID     string     `json:"webhookId"`
-	EventID       string     `json:"eventId"`
-	Event         string     `json:"event"`
-	Status        Status     `json:"status"`
-	CreatedAt     time.Time  `json:"createdAt"`
-	NextAttemptAt *time.Time `json:"nextAttemptAt,omitempty"`
-	Attempts      []Attempt  `json:"attemptLog"`
+	ID            string
+	AppID         string
+	WebhookID     string
+	EventID       string
+	Event         string
+	Status        Status
+	CreatedAt     time.Time
+	NextAttemptAt *time.Time
+	Attempts      []Attempt
+	// RequestBody is the event's body as sent, filled by history reads;
+	// nil once the event is no longer retained. Stores do not keep it
+	// with the delivery.
+	RequestBody []byte
 	// Round counts attempts in the current retry round; a resend starts a
 	// round of one attempt.
-	Round  int  `json:"-"`
-	Resend bool `json:"-"`
+	Round  int
+	Resend bool
 }
 
 // Attempt is one HTTP request of a delivery.
 type Attempt struct {
-	SentAt             time.Time `json:"sentAt"`
-	ResponseStatusCode int       `json:"responseStatusCode,omitempty"`
-	ResponseBody       string    `json:"responseBody,omitempty"`
-	Error              string    `json:"error,omitempty"`
-	DurationMs         int64     `json:"durationMs"`
+	SentAt             time.Time
+	ResponseStatusCode int
+	ResponseBody       string
+	Error              string
+	DurationMs         int64
 }
 
 // LastAttempt returns the latest attempt, or nil before the first.

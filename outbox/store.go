@@ -6,9 +6,10 @@ import (
 	"time"
 )
 
-// Store is what the outbox needs from durable storage. The embedded Badger
-// store implements it; a shared database can implement it for a fleet of
-// sidecars without changes to the dispatcher or the Caddy glue.
+// Store is what the outbox needs from durable storage. Package badgerstore
+// implements it on an embedded Badger directory, package pgstore on a
+// PostgreSQL database shared by a fleet of sidecars; package storetest
+// checks that an implementation behaves as the outbox relies on.
 type Store interface {
 	io.Closer
 
@@ -31,19 +32,19 @@ type Store interface {
 	// ListApps returns the ids of apps that have webhooks.
 	ListApps(ctx context.Context) ([]string, error)
 
-	// Claim returns up to limit deliveries due at now that no one is
-	// working on, and marks them claimed until Save or Release. Before it
-	// takes a delivery it asks admit, which may refuse one whose webhook has
-	// enough attempts in flight; every delivery admitted is returned. It
-	// also returns when the next unclaimed delivery falls due (zero if none).
-	Claim(ctx context.Context, now time.Time, limit int, admit func(webhookID string) bool) ([]*Job, time.Time, error)
+	// Claim returns up to req.Limit deliveries due at req.Now that no one
+	// is working on, and marks them claimed until Save or Release. It takes
+	// a delivery only if req.Admit agrees. It also returns when the next
+	// unclaimed delivery falls due (zero if none).
+	Claim(ctx context.Context, req *ClaimRequest) ([]*Job, time.Time, error)
 	// Save writes a claimed delivery back after an attempt and ends the
 	// claim. A pending delivery is queued again for NextAttemptAt.
 	Save(ctx context.Context, j *Job) error
 	// Release ends a claim without an attempt.
 	Release(ctx context.Context, j *Job) error
 
-	// Deliveries returns a webhook's history, newest first.
+	// Deliveries returns a page of a webhook's history, newest first,
+	// each delivery with its RequestBody while the event is retained.
 	Deliveries(ctx context.Context, appID, webhookID string, f DeliveryFilter) ([]*Delivery, string, error)
 	// Delivery returns one delivery with its event.
 	Delivery(ctx context.Context, appID, webhookID, id string) (*Delivery, *Event, error)
@@ -56,6 +57,10 @@ type Store interface {
 
 	// Stats counts pending deliveries and says when the oldest was created.
 	Stats(ctx context.Context) (Stats, error)
+
+	// SetRetention says how long finished deliveries (history) and events
+	// are kept; the store expires them itself.
+	SetRetention(history, events time.Duration)
 }
 
 // Ingest is one event to commit with its deliveries.
@@ -67,12 +72,41 @@ type Ingest struct {
 	Result IngestResult
 }
 
+// IdempotencyWindow is how long an idempotency key is remembered.
+const IdempotencyWindow = 24 * time.Hour
+
 // IngestResult is what ingest answers.
 type IngestResult struct {
-	ID         string `json:"id"`
-	Deliveries int    `json:"deliveries"`
+	ID         string
+	Deliveries int
 	// Duplicate is set when an idempotency key matched an earlier event.
-	Duplicate bool `json:"-"`
+	Duplicate bool
+}
+
+// ClaimRequest is what the dispatcher can take in one claim. The store
+// decides admission from it alone, so no caller's lock is held across the
+// store's work.
+type ClaimRequest struct {
+	Now   time.Time
+	Limit int
+	// InFlight counts the attempts each webhook has running; Admit adds
+	// the ones it admits.
+	InFlight map[string]int
+	// MaxInFlight caps concurrent attempts per webhook.
+	MaxInFlight int
+}
+
+// Admit reports whether a delivery of the webhook may be claimed, and
+// counts it if so.
+func (r *ClaimRequest) Admit(webhookID string) bool {
+	if r.InFlight[webhookID] >= r.MaxInFlight {
+		return false
+	}
+	if r.InFlight == nil {
+		r.InFlight = map[string]int{}
+	}
+	r.InFlight[webhookID]++
+	return true
 }
 
 // Job is a claimed delivery with what it takes to attempt it.
@@ -80,6 +114,10 @@ type Job struct {
 	Delivery *Delivery
 	Event    *Event
 	Webhook  *Webhook // nil when the webhook was deleted
+	// Gone is a queue entry whose delivery record no longer exists (its
+	// webhook was deleted): there is nothing to attempt, only the claim
+	// to release.
+	Gone bool
 	// Due is the time the delivery was queued for and PendingSince when it
 	// became pending; stores use them to find their index entries again.
 	Due          time.Time
@@ -89,12 +127,13 @@ type Job struct {
 	EventExpires time.Time
 }
 
-// eventExpiry is when a job's event must be kept until, once saved: past
-// the next attempt, or the end of the delivery, by the history's retention,
-// so that the attempt finds it and a resend from the history can send it.
-// Events are retained long enough for the retry schedule from the start;
-// Retry-After, throttling and a late first attempt can go beyond it.
-func eventExpiry(j *Job, now time.Time, history time.Duration) time.Time {
+// KeepEventUntil is when a job's event must be kept until, once saved:
+// past the next attempt, or the end of the delivery, by the history's
+// retention, so that the attempt finds it and a resend from the history
+// can send it. Events are retained long enough for the retry schedule from
+// the start; Retry-After, throttling and a late first attempt can go
+// beyond it, so stores extend the event when Save is past it.
+func (j *Job) KeepEventUntil(now time.Time, history time.Duration) time.Time {
 	from := now
 	if j.Delivery.Status == StatusPending && j.Delivery.NextAttemptAt != nil {
 		from = *j.Delivery.NextAttemptAt

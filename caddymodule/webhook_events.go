@@ -116,7 +116,7 @@ func (h *Events) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	if res.Duplicate {
 		status = http.StatusOK
 	}
-	writeJSON(w, status, res)
+	writeJSON(w, status, ingestView{ID: res.ID, Deliveries: res.Deliveries})
 	return nil
 }
 

@@ -1,4 +1,4 @@
-package outbox
+package badgerstore
 
 import (
 	"bytes"
@@ -34,7 +34,7 @@ const (
 )
 
 // housekeepLoop runs housekeep until Close.
-func (s *BadgerStore) housekeepLoop() {
+func (s *Store) housekeepLoop() {
 	defer close(s.housekept)
 	t := time.NewTicker(s.housekeepEvery)
 	defer t.Stop()
@@ -71,7 +71,7 @@ func (s *BadgerStore) housekeepLoop() {
 // GC then deletes the files that are dead.
 //
 // It returns the number of keys swept.
-func (s *BadgerStore) housekeep(now time.Time) (int, error) {
+func (s *Store) housekeep(now time.Time) (int, error) {
 	ingested := s.ingested.Load()
 	quiet := ingested-s.lastIngested <= quietIngest
 	s.lastIngested = ingested
@@ -107,7 +107,7 @@ var prefixFlush = []byte("z/")
 // tombstones in a memtable reach no compaction. Its only way to flush on
 // demand is DropPrefix, which refuses writes while it runs, so it runs
 // only when no writer holds flushMu, and otherwise waits for the next pass.
-func (s *BadgerStore) flush() error {
+func (s *Store) flush() error {
 	if err := s.update(func(txn *badger.Txn) error { return txn.Set(prefixFlush, nil) }); err != nil {
 		return err
 	}
@@ -122,7 +122,7 @@ func (s *BadgerStore) flush() error {
 // sweepMargin ago. It visits only entries old enough to have expired: an
 // id is a UUIDv7 whose time is no later than its record's first write,
 // and every record expires at least its retention after that.
-func (s *BadgerStore) sweep(now time.Time) (int, error) {
+func (s *Store) sweep(now time.Time) (int, error) {
 	deadline := uint64(now.Add(-s.sweepMargin).Unix())
 	events := now.Add(-time.Duration(s.events.Load()))
 	history := now.Add(-time.Duration(s.history.Load()))

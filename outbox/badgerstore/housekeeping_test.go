@@ -1,4 +1,4 @@
-package outbox
+package badgerstore
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 )
 
 // TestHousekeepingReturnsExpiredSpace checks that the disk space of
@@ -20,7 +22,7 @@ func TestHousekeepingReturnsExpiredSpace(t *testing.T) {
 	}))
 	defer srv.Close()
 	dir := t.TempDir()
-	s, err := OpenBadger(dir, BadgerOptions{
+	s, err := Open(dir, Options{
 		valueLogFileSize: 1 << 20,
 		housekeepEvery:   time.Hour, // run by hand below
 		sweepMargin:      time.Nanosecond,
@@ -28,11 +30,11 @@ func TestHousekeepingReturnsExpiredSpace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := New(s, Options{Retention: 2 * time.Second, RetrySchedule: []time.Duration{}, AllowDestinations: loopback})
+	o := outbox.New(s, outbox.Options{Retention: 2 * time.Second, RetrySchedule: []time.Duration{}, AllowDestinations: loopback})
 	o.Start()
 	defer o.Close()
 	ctx := context.Background()
-	w, err := o.CreateWebhook(ctx, "a", WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}})
+	w, err := o.CreateWebhook(ctx, "a", outbox.WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +78,7 @@ func TestHousekeepingReturnsExpiredSpace(t *testing.T) {
 	if after > full/2 {
 		t.Errorf("store holds %d bytes after housekeeping, %d before: expired history was not returned to disk", after, full)
 	}
-	ds, _, err := o.Deliveries(ctx, "a", w.ID, DeliveryFilter{Limit: 100})
+	ds, _, err := o.Deliveries(ctx, "a", w.ID, outbox.DeliveryFilter{Limit: 100})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/caddy-webhooks/caddy-webhooks/internal/bodysize"
 )
 
 // eventsHandler is the ingest handler as an http.Handler for call.
@@ -122,7 +124,7 @@ func TestIngest(t *testing.T) {
 }
 
 func TestIngestNotRunning(t *testing.T) {
-	h := eventsHandler{&Events{app: &App{maxBody: DefaultMaxBody}, logger: zap.NewNop()}}
+	h := eventsHandler{&Events{app: &App{maxBody: bodysize.Default}, logger: zap.NewNop()}}
 	req := httptest.NewRequest("POST", "/events", strings.NewReader(`{"event":"job_finished","data":{"appId":"a"}}`))
 	req.Header.Set("Content-Type", "application/json")
 	rec := httptest.NewRecorder()
@@ -134,7 +136,7 @@ func TestIngestNotRunning(t *testing.T) {
 
 func TestIngestClosedStore(t *testing.T) {
 	ob, _ := newTestOutbox(t)
-	app := &App{maxBody: DefaultMaxBody}
+	app := &App{maxBody: bodysize.Default}
 	app.ob.Store(ob)
 	ob.Close()
 	h := eventsHandler{&Events{app: app, logger: zap.NewNop()}}

@@ -1,4 +1,4 @@
-package outbox
+package pgstore
 
 import (
 	"context"
@@ -7,17 +7,20 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/pgtest"
+	"github.com/caddy-webhooks/caddy-webhooks/outbox"
+	"github.com/caddy-webhooks/caddy-webhooks/outbox/storetest"
 )
 
-func openPostgres(t testing.TB, dsn string, opts PostgresOptions) *PostgresStore {
+func openPostgres(t testing.TB, dsn string, opts Options) *Store {
 	t.Helper()
-	s, err := OpenPostgres(context.Background(), dsn, opts)
+	s, err := Open(context.Background(), dsn, opts)
 	if err != nil {
 		t.Fatalf("opening the Postgres store: %v", err)
 	}
@@ -27,8 +30,8 @@ func openPostgres(t testing.TB, dsn string, opts PostgresOptions) *PostgresStore
 
 // TestPostgresStore runs the store behaviour suite on the fleet store.
 func TestPostgresStore(t *testing.T) {
-	runStoreSuite(t, func(t *testing.T) Store {
-		return openPostgres(t, pgtest.DSN(t), PostgresOptions{})
+	storetest.Run(t, func(t *testing.T) outbox.Store {
+		return openPostgres(t, pgtest.DSN(t), Options{})
 	})
 }
 
@@ -42,7 +45,7 @@ func TestPostgresMigrationsConcurrent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s, err := OpenPostgres(context.Background(), dsn, PostgresOptions{})
+			s, err := Open(context.Background(), dsn, Options{})
 			if err == nil {
 				s.Close()
 			}
@@ -56,7 +59,7 @@ func TestPostgresMigrationsConcurrent(t *testing.T) {
 			t.Fatalf("concurrent open: %v", err)
 		}
 	}
-	s := openPostgres(t, dsn, PostgresOptions{})
+	s := openPostgres(t, dsn, Options{})
 	var n int
 	if err := s.pool.QueryRow(context.Background(), `SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil {
 		t.Fatal(err)
@@ -71,15 +74,15 @@ func TestPostgresMigrationsConcurrent(t *testing.T) {
 // once, and between them deliver everything exactly once.
 func TestPostgresConcurrentClaims(t *testing.T) {
 	dsn := pgtest.DSN(t)
-	a := openPostgres(t, dsn, PostgresOptions{})
-	b := openPostgres(t, dsn, PostgresOptions{})
+	a := openPostgres(t, dsn, Options{})
+	b := openPostgres(t, dsn, Options{})
 	ctx := context.Background()
-	w := suiteHook(t, a, "a")
+	w := storetest.CreateWebhook(t, a, "a")
 	const total = 400
 	for i := 0; i < total; i += 100 {
-		var batch []*Ingest
+		var batch []*outbox.Ingest
 		for k := range 100 {
-			batch = append(batch, newIngest("a", "job_created", eventBody("a", "job_created", i+k), "", w))
+			batch = append(batch, storetest.NewIngest("a", "job_created", storetest.EventBody("a", "job_created", i+k), "", w))
 		}
 		if err := a.Commit(ctx, batch); err != nil {
 			t.Fatal(err)
@@ -95,7 +98,7 @@ func TestPostgresConcurrentClaims(t *testing.T) {
 	)
 	errs := make(chan error, 8)
 	var wg sync.WaitGroup
-	for i, s := range []*PostgresStore{a, b, a, b} {
+	for i, s := range []*Store{a, b, a, b} {
 		store := string(rune('a' + i%2))
 		name := fmt.Sprintf("claimer %d (store %s)", i, store)
 		wg.Add(1)
@@ -103,7 +106,7 @@ func TestPostgresConcurrentClaims(t *testing.T) {
 			defer wg.Done()
 			deadline := time.Now().Add(30 * time.Second)
 			for done.Load() < total && time.Now().Before(deadline) {
-				jobs, _, err := s.Claim(ctx, time.Now(), 7, admitAll)
+				jobs, _, err := s.Claim(ctx, &outbox.ClaimRequest{Now: time.Now(), Limit: 7, MaxInFlight: 7})
 				if err != nil {
 					errs <- err
 					return
@@ -125,7 +128,7 @@ func TestPostgresConcurrentClaims(t *testing.T) {
 					mu.Lock()
 					delete(inFlight, j.Delivery.ID)
 					mu.Unlock()
-					j.Delivery.Status, j.Delivery.NextAttemptAt = StatusSucceeded, nil
+					j.Delivery.Status, j.Delivery.NextAttemptAt = outbox.StatusSucceeded, nil
 					if err := s.Save(ctx, j); err != nil {
 						errs <- err
 						return
@@ -148,7 +151,7 @@ func TestPostgresConcurrentClaims(t *testing.T) {
 			t.Fatalf("delivery %s attempted %d times", id, n)
 		}
 	}
-	if st := stats(t, a); st.Pending != 0 {
+	if st := storetest.Stats(t, a); st.Pending != 0 {
 		t.Fatalf("pending %d after all were delivered", st.Pending)
 	}
 	t.Logf("claims per store: %v", byStore)
@@ -160,40 +163,40 @@ func TestPostgresConcurrentClaims(t *testing.T) {
 func TestPostgresLeaseTakeover(t *testing.T) {
 	dsn := pgtest.DSN(t)
 	const lease = 500 * time.Millisecond
-	dying := openPostgres(t, dsn, PostgresOptions{Lease: lease})
-	other := openPostgres(t, dsn, PostgresOptions{Lease: lease, PollInterval: time.Minute})
+	dying := openPostgres(t, dsn, Options{Lease: lease})
+	other := openPostgres(t, dsn, Options{Lease: lease, PollInterval: time.Minute})
 	ctx := context.Background()
-	w := suiteHook(t, dying, "a")
-	in := commitOne(t, dying, "a", "job_created", w)
+	w := storetest.CreateWebhook(t, dying, "a")
+	in := storetest.CommitOne(t, dying, "a", "job_created", w)
 
-	jobs := claim(t, dying, time.Now(), 10)
+	jobs := storetest.Claim(t, dying, time.Now(), 10)
 	if len(jobs) != 1 {
 		t.Fatalf("claimed %d", len(jobs))
 	}
 	claimedAt := time.Now()
 	stale := jobs[0]
 
-	got, next, err := other.Claim(ctx, time.Now(), 10, admitAll)
+	got, next, err := other.Claim(ctx, &outbox.ClaimRequest{Now: time.Now(), Limit: 10, MaxInFlight: 10})
 	if err != nil || len(got) != 0 {
-		t.Fatalf("another sidecar claimed %v %v a leased delivery", jobIDs(got), err)
+		t.Fatalf("another sidecar claimed %v %v a leased delivery", storetest.JobIDs(got), err)
 	}
 	if next.IsZero() || next.After(claimedAt.Add(lease+100*time.Millisecond)) {
 		t.Fatalf("next %v, want about when the lease runs out (%v)", next, claimedAt.Add(lease))
 	}
 	time.Sleep(time.Until(claimedAt.Add(lease + 100*time.Millisecond)))
 
-	got = claim(t, other, time.Now(), 10)
+	got = storetest.Claim(t, other, time.Now(), 10)
 	if len(got) != 1 || got[0].Delivery.ID != in.Deliveries[0].ID || got[0].Event == nil {
-		t.Fatalf("after the lease ran out the other sidecar claimed %v", jobIDs(got))
+		t.Fatalf("after the lease ran out the other sidecar claimed %v", storetest.JobIDs(got))
 	}
 	// The first sidecar's attempt ends late: its save must not overwrite.
-	stale.Delivery.Status, stale.Delivery.NextAttemptAt = StatusFailed, nil
+	stale.Delivery.Status, stale.Delivery.NextAttemptAt = outbox.StatusFailed, nil
 	if err := dying.Save(ctx, stale); !errors.Is(err, errLeaseLost) {
 		t.Fatalf("save after losing the lease: %v, want errLeaseLost", err)
 	}
-	finish(t, other, got[0], StatusSucceeded, 200)
+	storetest.Finish(t, other, got[0], outbox.StatusSucceeded, 200)
 	d, _, err := other.Delivery(ctx, "a", w.ID, in.Deliveries[0].ID)
-	if err != nil || d.Status != StatusSucceeded || len(d.Attempts) != 1 {
+	if err != nil || d.Status != outbox.StatusSucceeded || len(d.Attempts) != 1 {
 		t.Fatalf("delivery after takeover %+v %v", d, err)
 	}
 }
@@ -203,13 +206,13 @@ func TestPostgresLeaseTakeover(t *testing.T) {
 func TestPostgresWebhookCache(t *testing.T) {
 	dsn := pgtest.DSN(t)
 	const ttl = 300 * time.Millisecond
-	a := openPostgres(t, dsn, PostgresOptions{WebhookCacheTTL: ttl})
-	b := openPostgres(t, dsn, PostgresOptions{WebhookCacheTTL: ttl})
+	a := openPostgres(t, dsn, Options{WebhookCacheTTL: ttl})
+	b := openPostgres(t, dsn, Options{WebhookCacheTTL: ttl})
 	ctx := context.Background()
 	if list, _ := a.ListWebhooks(ctx, "app"); len(list) != 0 {
 		t.Fatalf("list %v", list)
 	}
-	w := suiteHook(t, b, "app")
+	w := storetest.CreateWebhook(t, b, "app")
 	if _, err := a.GetWebhook(ctx, "app", w.ID); err != nil {
 		t.Fatalf("GetWebhook of another sidecar's new webhook: %v", err)
 	}
@@ -218,12 +221,12 @@ func TestPostgresWebhookCache(t *testing.T) {
 		return len(list) == 1
 	})
 	start := time.Now()
-	mine := suiteHook(t, a, "app")
+	mine := storetest.CreateWebhook(t, a, "app")
 	list, _ := a.ListWebhooks(ctx, "app")
 	if len(list) != 2 || list[1].ID != mine.ID {
 		t.Fatalf("this store's own new webhook is not listed at once: %v", list)
 	}
-	if _, err := b.UpdateWebhook(ctx, "app", w.ID, func(w *Webhook) error { w.Name = "changed"; return nil }); err != nil {
+	if _, err := b.UpdateWebhook(ctx, "app", w.ID, func(w *outbox.Webhook) error { w.Name = "changed"; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the other sidecar's change", func() bool {
@@ -237,24 +240,24 @@ func TestPostgresWebhookCache(t *testing.T) {
 
 // Finished deliveries and events expire; pending ones never do.
 func TestPostgresRetention(t *testing.T) {
-	s := openPostgres(t, pgtest.DSN(t), PostgresOptions{})
+	s := openPostgres(t, pgtest.DSN(t), Options{})
 	ctx := context.Background()
 	s.SetRetention(time.Millisecond, time.Hour)
-	w := suiteHook(t, s, "a")
-	done := newIngest("a", "job_created", eventBody("a", "job_created", 1), "key", w)
-	waiting := newIngest("a", "job_created", eventBody("a", "job_created", 2), "", w)
-	if err := s.Commit(ctx, []*Ingest{done}); err != nil {
+	w := storetest.CreateWebhook(t, s, "a")
+	done := storetest.NewIngest("a", "job_created", storetest.EventBody("a", "job_created", 1), "key", w)
+	waiting := storetest.NewIngest("a", "job_created", storetest.EventBody("a", "job_created", 2), "", w)
+	if err := s.Commit(ctx, []*outbox.Ingest{done}); err != nil {
 		t.Fatal(err)
 	}
-	jobs := claim(t, s, time.Now(), 10)
-	finish(t, s, jobs[0], StatusSucceeded, 200)
+	jobs := storetest.Claim(t, s, time.Now(), 10)
+	storetest.Finish(t, s, jobs[0], outbox.StatusSucceeded, 200)
 	s.SetRetention(time.Millisecond, time.Millisecond)
-	if err := s.Commit(ctx, []*Ingest{waiting}); err != nil {
+	if err := s.Commit(ctx, []*outbox.Ingest{waiting}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(20 * time.Millisecond)
 
-	ds, _, _ := s.Deliveries(ctx, "a", w.ID, DeliveryFilter{Limit: 10})
+	ds, _, _ := s.Deliveries(ctx, "a", w.ID, outbox.DeliveryFilter{Limit: 10})
 	if len(ds) != 1 || ds[0].ID != waiting.Deliveries[0].ID {
 		t.Fatalf("history %v, want only the pending delivery", ds)
 	}
@@ -270,7 +273,7 @@ func TestPostgresRetention(t *testing.T) {
 	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM idempotency`).Scan(&rows); err != nil || rows != 1 {
 		t.Fatalf("idempotency keys %d %v, want the one within its window", rows, err)
 	}
-	jobs = claim(t, s, time.Now(), 10)
+	jobs = storetest.Claim(t, s, time.Now(), 10)
 	if len(jobs) != 1 || jobs[0].Event != nil {
 		t.Fatalf("a pending delivery whose event expired: %+v", jobs)
 	}
@@ -278,8 +281,8 @@ func TestPostgresRetention(t *testing.T) {
 	if _, err := s.pool.Exec(ctx, `UPDATE idempotency SET expires_at = now() - interval '1 second'`); err != nil {
 		t.Fatal(err)
 	}
-	again := newIngest("a", "job_created", eventBody("a", "job_created", 3), "key", w)
-	if err := s.Commit(ctx, []*Ingest{again}); err != nil || again.Result.Duplicate {
+	again := storetest.NewIngest("a", "job_created", storetest.EventBody("a", "job_created", 3), "key", w)
+	if err := s.Commit(ctx, []*outbox.Ingest{again}); err != nil || again.Result.Duplicate {
 		t.Fatalf("a key past its window: %+v %v", again.Result, err)
 	}
 }
@@ -292,22 +295,22 @@ func TestPostgresOutboxDelivers(t *testing.T) {
 		got.Add(1)
 	}))
 	defer srv.Close()
-	s := openPostgres(t, pgtest.DSN(t), PostgresOptions{})
-	o := New(s, Options{AllowDestinations: loopback, RetrySchedule: []time.Duration{10 * time.Millisecond}})
+	s := openPostgres(t, pgtest.DSN(t), Options{})
+	o := outbox.New(s, outbox.Options{AllowDestinations: loopback, RetrySchedule: []time.Duration{10 * time.Millisecond}})
 	o.Start()
 	t.Cleanup(func() { o.Close() })
 	ctx := context.Background()
-	w, err := o.CreateWebhook(ctx, "app1", WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}})
+	w, err := o.CreateWebhook(ctx, "app1", outbox.WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range 20 {
-		if _, err := o.Ingest(ctx, eventBody("app1", "job_created", i), ""); err != nil {
+		if _, err := o.Ingest(ctx, storetest.EventBody("app1", "job_created", i), ""); err != nil {
 			t.Fatal(err)
 		}
 	}
 	waitFor(t, "20 deliveries", func() bool {
-		ds, _, _ := o.Deliveries(ctx, "app1", w.ID, DeliveryFilter{Status: StatusSucceeded, Limit: 100})
+		ds, _, _ := o.Deliveries(ctx, "app1", w.ID, outbox.DeliveryFilter{Status: outbox.StatusSucceeded, Limit: 100})
 		return len(ds) == 20
 	})
 	if n := got.Load(); n != 20 {
@@ -319,7 +322,22 @@ func TestPostgresOutboxDelivers(t *testing.T) {
 // one transaction (one fsync at COMMIT) per batch, one delivery per event,
 // about 1 KiB each, like BenchmarkCommitBatch for Badger.
 func BenchmarkPostgresCommit(b *testing.B) {
-	benchCommit(b, func(b *testing.B) Store {
-		return openPostgres(b, pgtest.DSN(b), PostgresOptions{})
+	storetest.BenchCommit(b, func(b *testing.B) outbox.Store {
+		return openPostgres(b, pgtest.DSN(b), Options{})
 	})
+}
+
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+
+func ptr[T any](v T) *T { return &v }
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -1,0 +1,258 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-webhooks/caddy-webhooks/internal/httpjson"
+	"github.com/caddy-webhooks/caddy-webhooks/outbox"
+)
+
+// webhookView is a webhook as the API shows it: whether a secret is set,
+// never what it is.
+type webhookView struct {
+	ID             string    `json:"id"`
+	AppID          string    `json:"appId"`
+	Name           string    `json:"name"`
+	URL            string    `json:"url"`
+	Events         []string  `json:"events"`
+	HasSecret      bool      `json:"hasSecret"`
+	Enabled        bool      `json:"enabled"`
+	DisabledReason string    `json:"disabledReason,omitempty"`
+	CreatedAt      time.Time `json:"createdAt"`
+	UpdatedAt      time.Time `json:"updatedAt"`
+}
+
+func newWebhookView(w *outbox.Webhook) webhookView {
+	return webhookView{
+		ID: w.ID, AppID: w.AppID, Name: w.Name, URL: w.URL, Events: w.Events,
+		HasSecret: w.Secret != "", Enabled: w.Enabled, DisabledReason: w.DisabledReason,
+		CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt,
+	}
+}
+
+// webhookInput is a create or edit request body. On edit, absent fields
+// stay as they are; an empty secret removes the secret.
+type webhookInput struct {
+	Name    *string   `json:"name,omitempty"`
+	URL     *string   `json:"url,omitempty"`
+	Events  *[]string `json:"events,omitempty"`
+	Secret  *string   `json:"secret,omitempty"`
+	Enabled *bool     `json:"enabled,omitempty"`
+}
+
+func (in webhookInput) outbox() outbox.WebhookInput { return outbox.WebhookInput(in) }
+
+// ingestView is what webhook_events answers.
+type ingestView struct {
+	ID         string `json:"id"`
+	Deliveries int    `json:"deliveries"`
+}
+
+// listEnvelope is the shape of every list: data, and for paged lists the
+// cursor of the next page (null on the last page).
+type listEnvelope struct {
+	Data       any     `json:"data"`
+	NextCursor *string `json:"nextCursor,omitempty"`
+}
+
+// deliveryView is a delivery as the API shows it: the delivery, a summary
+// of its last attempt, the event body it sends, and on a single delivery
+// every attempt.
+type deliveryView struct {
+	ID            string        `json:"id"`
+	AppID         string        `json:"appId"`
+	WebhookID     string        `json:"webhookId"`
+	EventID       string        `json:"eventId"`
+	Event         string        `json:"event"`
+	Status        outbox.Status `json:"status"`
+	CreatedAt     time.Time     `json:"createdAt"`
+	NextAttemptAt *time.Time    `json:"nextAttemptAt,omitempty"`
+	Attempts      int           `json:"attempts"`
+	// RequestBody is the body exactly as sent, as a string: re-encoding
+	// it as JSON would change its bytes, and receivers check signatures
+	// over the bytes. Null once the event has expired.
+	RequestBody *string `json:"requestBody"`
+
+	// The last attempt; absent before the first.
+	SentAt             *time.Time `json:"sentAt,omitempty"`
+	ResponseStatusCode int        `json:"responseStatusCode,omitempty"`
+	ResponseBody       string     `json:"responseBody,omitempty"`
+	LastError          string     `json:"lastError,omitempty"`
+	DurationMs         *int64     `json:"durationMs,omitempty"`
+
+	AttemptLog []attemptView `json:"attemptLog,omitempty"`
+}
+
+// attemptView is one attempt of a delivery.
+type attemptView struct {
+	SentAt             time.Time `json:"sentAt"`
+	ResponseStatusCode int       `json:"responseStatusCode,omitempty"`
+	ResponseBody       string    `json:"responseBody,omitempty"`
+	Error              string    `json:"error,omitempty"`
+	DurationMs         int64     `json:"durationMs"`
+}
+
+// newDeliveryView renders d with its request body: d.RequestBody, or the
+// body of ev when it is given.
+func newDeliveryView(d *outbox.Delivery, ev *outbox.Event, withAttempts bool) deliveryView {
+	v := deliveryView{
+		ID: d.ID, AppID: d.AppID, WebhookID: d.WebhookID, EventID: d.EventID, Event: d.Event,
+		Status: d.Status, CreatedAt: d.CreatedAt, NextAttemptAt: d.NextAttemptAt,
+		Attempts: len(d.Attempts),
+	}
+	body := d.RequestBody
+	if ev != nil {
+		body = ev.Body
+	}
+	if body != nil {
+		s := string(body)
+		v.RequestBody = &s
+	}
+	if last := d.LastAttempt(); last != nil {
+		sentAt, ms := last.SentAt, last.DurationMs
+		v.SentAt, v.DurationMs = &sentAt, &ms
+		v.ResponseStatusCode = last.ResponseStatusCode
+		v.ResponseBody = last.ResponseBody
+		v.LastError = last.Error
+	}
+	if withAttempts {
+		v.AttemptLog = make([]attemptView, len(d.Attempts))
+		for i, a := range d.Attempts {
+			v.AttemptLog[i] = attemptView(a)
+		}
+	}
+	return v
+}
+
+// httpError is an error with the status and message a client should see.
+type httpError struct {
+	status  int
+	message string
+}
+
+func (e *httpError) Error() string { return e.message }
+
+// notFound names what was not found, so a 404 says more than "not found".
+func notFound(err error, what string) error {
+	if errors.Is(err, outbox.ErrNotFound) {
+		return &httpError{status: http.StatusNotFound, message: what + " not found"}
+	}
+	return err
+}
+
+// decodeBody decodes a JSON request body of at most maxAPIBody bytes into
+// v, refusing unknown fields. Its errors name the field and never echo a
+// value (which could be a secret).
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !isJSON(ct) {
+		return &httpError{http.StatusUnsupportedMediaType, "Content-Type must be application/json"}
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAPIBody))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		if dec.More() {
+			return &httpError{http.StatusBadRequest, "malformed JSON: more than one value in the body"}
+		}
+		if _, err := dec.Token(); err != nil && !errors.Is(err, io.EOF) {
+			return &httpError{http.StatusBadRequest, "malformed JSON after the body's value"}
+		}
+		return nil
+	}
+	var (
+		syntax   *json.SyntaxError
+		typ      *json.UnmarshalTypeError
+		tooLarge *http.MaxBytesError
+	)
+	switch {
+	case errors.Is(err, io.EOF):
+		return &httpError{http.StatusBadRequest, "request body is empty; want a JSON object"}
+	case errors.As(err, &tooLarge):
+		return &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", tooLarge.Limit)}
+	case errors.As(err, &syntax):
+		return &httpError{http.StatusBadRequest, fmt.Sprintf("malformed JSON at byte %d", syntax.Offset)}
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return &httpError{http.StatusBadRequest, "malformed JSON: unexpected end of body"}
+	case errors.As(err, &typ):
+		if typ.Field == "" {
+			return &httpError{http.StatusBadRequest, fmt.Sprintf("body must be a JSON object, not %s", typ.Value)}
+		}
+		return &outbox.ValidationError{Field: typ.Field, Message: fmt.Sprintf("must be %s, not %s", jsonType(typ.Type.String()), typ.Value)}
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		field := strings.TrimPrefix(err.Error(), "json: unknown field ")
+		return &outbox.ValidationError{Field: strings.Trim(field, `"`), Message: "unknown field"}
+	}
+	return &httpError{http.StatusBadRequest, "malformed JSON"}
+}
+
+// jsonType names a Go type of WebhookInput the way a JSON user would.
+func jsonType(goType string) string {
+	t := strings.TrimPrefix(goType, "*")
+	switch t {
+	case "string":
+		return "a string"
+	case "bool":
+		return "a boolean"
+	case "[]string":
+		return "an array of strings"
+	case "int", "int64", "float64":
+		return "a number"
+	}
+	return "of another type (" + t + ")"
+}
+
+// isJSON reports whether a Content-Type is application/json or a +json type.
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || (strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
+}
+
+// writeOutboxError answers err with the status it calls for.
+func writeOutboxError(w http.ResponseWriter, logger *zap.Logger, err error) {
+	var (
+		he  *httpError
+		ve  *outbox.ValidationError
+		uee *outbox.UnknownEventError
+	)
+	switch {
+	case errors.As(err, &he):
+		writeError(w, he.status, he.message)
+	case errors.As(err, &ve):
+		writeError(w, http.StatusBadRequest, ve.Error())
+	case errors.As(err, &uee):
+		writeError(w, http.StatusUnprocessableEntity, uee.Error())
+	case errors.Is(err, outbox.ErrNotFound):
+		writeError(w, http.StatusNotFound, "not found")
+	case errors.Is(err, outbox.ErrConflict):
+		writeError(w, http.StatusConflict, strings.TrimSuffix(err.Error(), ": "+outbox.ErrConflict.Error()))
+	case errors.Is(err, outbox.ErrUnavailable), errors.Is(err, outbox.ErrClosed):
+		logger.Warn("webhooks store unavailable", zap.Error(err))
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, "webhooks store is unavailable; retry later")
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, "request canceled")
+	default:
+		logger.Error("webhooks request failed", zap.Error(err))
+		writeError(w, http.StatusInternalServerError, "internal error")
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) { httpjson.Write(w, status, v) }
+
+func writeError(w http.ResponseWriter, status int, message string) {
+	httpjson.Error(w, status, message)
+}

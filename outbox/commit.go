@@ -1,0 +1,102 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"sync"
+)
+
+// maxBatch bounds how many ingests share one transaction and one fsync.
+const maxBatch = 512
+
+type pendingIngest struct {
+	in   *Ingest
+	done chan error
+}
+
+// commit hands an ingest to the group committer and waits until it is
+// durable. Badger does not share an fsync between transactions, so one
+// writer batches whatever ingests arrived while the last fsync ran.
+func (o *Outbox) commit(ctx context.Context, in *Ingest) error {
+	if o.closed.Load() {
+		return ErrClosed
+	}
+	p := &pendingIngest{in: in, done: make(chan error, 1)}
+	select {
+	case o.ingest <- p:
+	case <-o.stopped:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-p.done:
+		return err
+	case <-o.stopped:
+		// The committer may have answered just before it stopped.
+		select {
+		case err := <-p.done:
+			return err
+		default:
+			return ErrClosed
+		}
+	}
+}
+
+// maxCommits is how many batches may be between write and fsync at once:
+// while one waits for its fsync, the next is written, and one fsync can
+// cover both.
+const maxCommits = 4
+
+func (o *Outbox) commitLoop(ctx context.Context) {
+	var inFlight sync.WaitGroup
+	defer func() {
+		inFlight.Wait()
+		close(o.stopped)
+	}()
+	slots := make(chan struct{}, maxCommits)
+	for {
+		var first *pendingIngest
+		select {
+		case <-ctx.Done():
+			return
+		case first = <-o.ingest:
+		}
+		// Waiting for a slot before draining lets the batch grow while
+		// the commits ahead of it finish.
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			first.done <- ErrClosed
+			return
+		}
+		batch := []*pendingIngest{first}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case p := <-o.ingest:
+				batch = append(batch, p)
+			default:
+				break fill
+			}
+		}
+		inFlight.Add(1)
+		go func() {
+			defer inFlight.Done()
+			defer func() { <-slots }()
+			ins := make([]*Ingest, len(batch))
+			for i, p := range batch {
+				ins[i] = p.in
+			}
+			// Not cancelled by ctx: a batch is committed whole or
+			// reported as failed.
+			err := o.store.Commit(context.Background(), ins)
+			if err != nil && !errors.Is(err, ErrUnavailable) {
+				err = errors.Join(ErrUnavailable, err)
+			}
+			for _, p := range batch {
+				p.done <- err
+			}
+		}()
+	}
+}

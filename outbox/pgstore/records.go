@@ -1,0 +1,125 @@
+package pgstore
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/caddy-webhooks/caddy-webhooks/outbox"
+
+	"github.com/jackc/pgx/v5"
+)
+
+const pgWebhookCols = `id, app_id, name, url, events, enabled, secret, previous_secret,
+	previous_secret_until, failing_since, disabled_reason, created_at, updated_at`
+
+// pgWebhookColsW are pgWebhookCols of a join, where the webhook is w.
+var pgWebhookColsW = "w." + strings.Join(strings.Split(strings.Join(strings.Fields(pgWebhookCols), " "), ", "), ", w.")
+
+func scanWebhook(row pgx.Row) (*outbox.Webhook, error) {
+	var w outbox.Webhook
+	var prevUntil, failing *time.Time
+	if err := row.Scan(&w.ID, &w.AppID, &w.Name, &w.URL, &w.Events, &w.Enabled, &w.Secret, &w.PreviousSecret,
+		&prevUntil, &failing, &w.DisabledReason, &w.CreatedAt, &w.UpdatedAt); err != nil {
+		return nil, err
+	}
+	w.PreviousSecretUntil, w.FailingSince = timeOrZero(prevUntil), timeOrZero(failing)
+	return &w, nil
+}
+
+const pgDeliveryCols = `d.id, d.app_id, d.webhook_id, d.event_id, d.event, d.status, d.created_at,
+	d.next_attempt_at, d.round, d.resend, d.pending_since, d.attempts`
+
+// deliveryScan holds the scan targets of pgDeliveryCols.
+type deliveryScan struct {
+	d        outbox.Delivery
+	status   string
+	since    *time.Time
+	attempts []byte
+}
+
+func (x *deliveryScan) targets() []any {
+	d := &x.d
+	return []any{&d.ID, &d.AppID, &d.WebhookID, &d.EventID, &d.Event, &x.status, &d.CreatedAt,
+		&d.NextAttemptAt, &d.Round, &d.Resend, &x.since, &x.attempts}
+}
+
+func (x *deliveryScan) result() (*outbox.Delivery, time.Time, error) {
+	d := x.d
+	d.Status = outbox.Status(x.status)
+	if len(x.attempts) > 0 {
+		var err error
+		if d.Attempts, err = decodeAttempts(x.attempts); err != nil {
+			return nil, time.Time{}, fmt.Errorf("decoding the attempts of delivery %s: %w", d.ID, err)
+		}
+	}
+	return &d, timeOrZero(x.since), nil
+}
+
+func scanDelivery(row pgx.Row) (*outbox.Delivery, time.Time, error) {
+	var x deliveryScan
+	if err := row.Scan(x.targets()...); err != nil {
+		return nil, time.Time{}, err
+	}
+	return x.result()
+}
+
+// eventScan holds the scan targets of an event LEFT JOINed as e.
+type eventScan struct {
+	id, appID, typ        *string
+	receivedAt, expiresAt *time.Time
+	body                  []byte
+}
+
+const pgEventCols = `e.id, e.app_id, e.type, e.received_at, e.expires_at, e.body`
+
+func (x *eventScan) targets() []any {
+	return []any{&x.id, &x.appID, &x.typ, &x.receivedAt, &x.expiresAt, &x.body}
+}
+
+// result is nil when the join found no event (expired).
+func (x *eventScan) result() *outbox.Event {
+	if x.id == nil {
+		return nil
+	}
+	body := x.body
+	if body == nil {
+		body = []byte{}
+	}
+	return &outbox.Event{ID: *x.id, AppID: *x.appID, Type: *x.typ, ReceivedAt: *x.receivedAt, Body: body}
+}
+
+// attemptRecord is an attempt as the attempts jsonb column holds it; its
+// member names are the ones the first schema wrote.
+type attemptRecord struct {
+	SentAt             time.Time `json:"sentAt"`
+	ResponseStatusCode int       `json:"responseStatusCode,omitempty"`
+	ResponseBody       string    `json:"responseBody,omitempty"`
+	Error              string    `json:"error,omitempty"`
+	DurationMs         int64     `json:"durationMs"`
+}
+
+func attemptsJSON(a []outbox.Attempt) (string, error) {
+	recs := make([]attemptRecord, len(a))
+	for i, x := range a {
+		recs[i] = attemptRecord(x)
+	}
+	b, err := json.Marshal(recs)
+	return string(b), err
+}
+
+func decodeAttempts(v []byte) ([]outbox.Attempt, error) {
+	var recs []attemptRecord
+	if err := json.Unmarshal(v, &recs); err != nil {
+		return nil, err
+	}
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	out := make([]outbox.Attempt, len(recs))
+	for i, r := range recs {
+		out[i] = outbox.Attempt(r)
+	}
+	return out, nil
+}
