@@ -60,9 +60,6 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 		opt := d.Val()
 		switch opt {
 		case "storage":
-			if app.StorageRaw != nil {
-				return nil, d.Errf("storage: may appear only once")
-			}
 			name, raw, err := parseStorage(d)
 			if err != nil {
 				return nil, err
