@@ -160,25 +160,64 @@ func TestRetryThenSucceedAndResend(t *testing.T) {
 	}
 }
 
+// 500 concurrent ingests share group commits: each gets its own event id
+// and its delivery, and the history holds all of them.
 func TestGroupCommitConcurrentIngest(t *testing.T) {
 	o := openTest(t, outbox.Options{})
 	ctx := context.Background()
+	// A disabled webhook records a skipped delivery per event and sends nothing.
+	hook, err := o.CreateWebhook(ctx, "a", outbox.WebhookInput{Name: ptr("n"), URL: ptr("https://example.test/"), Events: &[]string{"job_created"}, Enabled: ptr(false)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var wg sync.WaitGroup
+	results := make(chan outbox.IngestResult, 500)
 	errs := make(chan error, 500)
 	for i := range 500 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := o.Ingest(ctx, []byte(fmt.Sprintf(`{"event":"job_created","data":{"appId":"a","n":%d}}`, i)), "")
-			errs <- err
+			r, err := o.Ingest(ctx, []byte(fmt.Sprintf(`{"event":"job_created","data":{"appId":"a","n":%d}}`, i)), "")
+			if err != nil {
+				errs <- err
+				return
+			}
+			results <- r
 		}()
 	}
 	wg.Wait()
 	close(errs)
+	close(results)
 	for err := range errs {
+		t.Fatalf("concurrent ingest: %v", err)
+	}
+	ids := map[string]bool{}
+	for r := range results {
+		if r.Deliveries != 1 || ids[r.ID] {
+			t.Fatalf("ingest answered %+v: want a new event id with one delivery", r)
+		}
+		ids[r.ID] = true
+	}
+	var stored int
+	f := outbox.DeliveryFilter{Limit: outbox.MaxPageSize}
+	for {
+		ds, next, err := o.Deliveries(ctx, "a", hook.ID, f)
 		if err != nil {
 			t.Fatal(err)
 		}
+		for _, d := range ds {
+			if !ids[d.EventID] {
+				t.Fatalf("history has event %s that no ingest answered", d.EventID)
+			}
+			stored++
+		}
+		if next == "" {
+			break
+		}
+		f.Cursor = next
+	}
+	if len(ids) != 500 || stored != 500 {
+		t.Fatalf("%d events answered and %d deliveries stored, want 500 of each", len(ids), stored)
 	}
 }
 
@@ -267,17 +306,23 @@ func TestSlowEndpointIsolated(t *testing.T) {
 	defer healthy.Close()
 	o := openTest(t, outbox.Options{Workers: 16, MaxInFlightPerWebhook: 4, Timeout: time.Minute})
 	ctx := context.Background()
-	o.CreateWebhook(ctx, "slow", outbox.WebhookInput{Name: ptr("s"), URL: ptr(slow.URL), Events: &[]string{"job_created"}})
-	o.CreateWebhook(ctx, "fast", outbox.WebhookInput{Name: ptr("f"), URL: ptr(healthy.URL), Events: &[]string{"job_created"}})
-	for range 100 {
-		o.Ingest(ctx, []byte(`{"event":"job_created","data":{"appId":"slow"}}`), "")
+	for app, url := range map[string]string{"slow": slow.URL, "fast": healthy.URL} {
+		if _, err := o.CreateWebhook(ctx, app, outbox.WebhookInput{Name: ptr(app), URL: ptr(url), Events: &[]string{"job_created"}}); err != nil {
+			t.Fatal(err)
+		}
 	}
+	for range 100 {
+		ingestOne(t, o, "slow", "job_created")
+	}
+	// The hanging endpoint holds its whole share before the healthy one
+	// gets any work, so the healthy one is served beside a full cap.
+	waitFor(t, "the hanging endpoint to hold its 4 attempts", func() bool { return hung.Load() == 4 })
 	for range 50 {
-		o.Ingest(ctx, []byte(`{"event":"job_created","data":{"appId":"fast"}}`), "")
+		ingestOne(t, o, "fast", "job_created")
 	}
 	waitFor(t, "healthy endpoint to get all 50 while the other hangs", func() bool { return fast.Load() == 50 })
-	if n := hung.Load(); n > 4 {
-		t.Fatalf("%d requests in flight to the hanging endpoint, want at most 4", n)
+	if n := hung.Load(); n != 4 {
+		t.Fatalf("%d requests reached the hanging endpoint, want exactly its cap of 4", n)
 	}
 }
 
