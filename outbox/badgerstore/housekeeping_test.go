@@ -30,7 +30,9 @@ func TestHousekeepingReturnsExpiredSpace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := outbox.New(s, outbox.Options{Retention: 2 * time.Second, RetrySchedule: []time.Duration{}, AllowDestinations: loopback})
+	// The retention leaves the 20 recent deliveries below seconds to be
+	// read back after housekeeping, far more than that takes.
+	o := outbox.New(s, outbox.Options{Retention: 5 * time.Second, RetrySchedule: []time.Duration{}, AllowDestinations: loopback})
 	o.Start()
 	defer o.Close()
 	ctx := context.Background()
@@ -63,7 +65,11 @@ func TestHousekeepingReturnsExpiredSpace(t *testing.T) {
 	}
 	// Let everything expire (TTLs count whole seconds), then add history
 	// that is still within its retention.
-	time.Sleep(3500 * time.Millisecond)
+	waitFor(t, "the history to expire", func() bool {
+		ds, _, err := o.Deliveries(ctx, "a", w.ID, outbox.DeliveryFilter{Limit: 1})
+		return err == nil && len(ds) == 0
+	})
+	time.Sleep(time.Second) // past the events' TTL too, which ends with the history's
 	ingest(20)
 
 	swept, err := s.housekeep(time.Now())
