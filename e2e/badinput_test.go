@@ -8,7 +8,6 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 )
 
 // answer is one response: status, Content-Type and body.
@@ -125,7 +124,7 @@ func TestBadInputStoresNothing(t *testing.T) {
 			t.Errorf("valid ingest answered deliveries=%d, want 1", a.Deliveries)
 		}
 		eventually(t, "the valid event was not delivered", func() bool { return rc.count("/all") >= 1 })
-		time.Sleep(200 * time.Millisecond)
+		s.settled(t, app, hook.ID)
 		if n := rc.count("/all"); n != 1 {
 			t.Errorf("receiver got %d requests after rejected ingests and one valid event, want 1", n)
 		}
@@ -231,7 +230,7 @@ func TestBadInputStoresNothing(t *testing.T) {
 // signing secret: no API answer and no log line shows it.
 func TestSecretNeverShown(t *testing.T) {
 	rc := newReceiver(t)
-	s := startSender(t, senderConfig{}, "")
+	s := startSender(t, senderConfig{Debug: true}, "")
 	const (
 		app     = "secret-app"
 		secret1 = "first-SECRET-b4c1d2e3f4a5b6c7"
@@ -294,6 +293,9 @@ func TestSecretNeverShown(t *testing.T) {
 		t.Errorf("delivery after the secret change is not signed with the new secret")
 	}
 	logs := s.Logs()
+	if !strings.Contains(logs, `"delivery attempt"`) {
+		t.Fatalf("the debug log has no attempt lines, so it cannot show that they leave secrets out")
+	}
 	for _, sec := range []string{secret1, secret2} {
 		if strings.Contains(logs, sec) {
 			t.Errorf("Caddy's log output shows a webhook secret")

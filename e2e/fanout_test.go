@@ -6,7 +6,6 @@ import (
 	"sort"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestFanOutAndFiltering posts events of several types for two apps: each
@@ -15,9 +14,9 @@ func TestFanOutAndFiltering(t *testing.T) {
 	rc := newReceiver(t)
 	s := startSender(t, senderConfig{}, "")
 	const appA, appB = "fan-app-a", "fan-app-b"
-	s.createWebhook(t, appA, map[string]any{"name": "a-jobs", "url": rc.url("/a-jobs"), "events": []string{"job_created", "job_finished"}})
-	s.createWebhook(t, appA, map[string]any{"name": "a-builds", "url": rc.url("/a-builds"), "events": []string{"app_build_created", "job_finished"}})
-	s.createWebhook(t, appB, map[string]any{"name": "b-jobs", "url": rc.url("/b-jobs"), "events": []string{"job_created"}})
+	aJobs := s.createWebhook(t, appA, map[string]any{"name": "a-jobs", "url": rc.url("/a-jobs"), "events": []string{"job_created", "job_finished"}})
+	aBuilds := s.createWebhook(t, appA, map[string]any{"name": "a-builds", "url": rc.url("/a-builds"), "events": []string{"app_build_created", "job_finished"}})
+	bJobs := s.createWebhook(t, appB, map[string]any{"name": "b-jobs", "url": rc.url("/b-jobs"), "events": []string{"job_created"}})
 
 	posts := []struct {
 		app, event string
@@ -51,7 +50,8 @@ func TestFanOutAndFiltering(t *testing.T) {
 		total += len(evs)
 	}
 	eventually(t, "the receivers did not get every expected delivery", func() bool { return rc.count("") >= total })
-	time.Sleep(300 * time.Millisecond) // anything extra would arrive by now
+	s.settled(t, appA, aJobs.ID, aBuilds.ID)
+	s.settled(t, appB, bJobs.ID)
 
 	for path, evs := range want {
 		var got []string

@@ -53,6 +53,8 @@ type senderConfig struct {
 	Options string
 	// Sites are extra site blocks.
 	Sites string
+	// Debug logs at debug level, where every attempt is logged.
+	Debug bool
 }
 
 func (c senderConfig) caddyfile() string {
@@ -68,8 +70,13 @@ func (c senderConfig) caddyfile() string {
 	if storage == "" {
 		storage = "{DIR}/webhooks"
 	}
+	debug := ""
+	if c.Debug {
+		debug = "debug"
+	}
 	return fmt.Sprintf(`{
 	admin {ADMIN}
+	%s
 	webhooks {
 		storage %s
 		retry_schedule %s
@@ -89,7 +96,7 @@ http://127.0.0.1:%d {
 	respond "not the webhooks site" 404
 }
 %s
-`, storage, retry, senderTimeout, allow, c.Options, c.Port, c.Sites)
+`, debug, storage, retry, senderTimeout, allow, c.Options, c.Port, c.Sites)
 }
 
 // sender is a running sidecar.
@@ -282,6 +289,22 @@ func (s *sender) allDeliveries(t *testing.T, appID, hookID string) []deliveryJSO
 	}
 	t.Fatalf("history of webhook %s has more than 1000 pages", hookID)
 	return nil
+}
+
+// settled waits until no delivery of the webhooks is pending: from then on
+// nothing more is sent to them, so what their endpoints got can be counted.
+func (s *sender) settled(t *testing.T, appID string, hookIDs ...string) {
+	t.Helper()
+	eventually(t, "every delivery to settle", func() bool {
+		for _, id := range hookIDs {
+			for _, d := range s.allDeliveries(t, appID, id) {
+				if d.Status == "pending" {
+					return false
+				}
+			}
+		}
+		return true
+	})
 }
 
 // delivery returns one delivery with its attempts.

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
 )
@@ -47,7 +46,7 @@ func TestIdempotencyKey(t *testing.T) {
 		t.Errorf("another Idempotency-Key answered %d %+v, want 202 with a new id", status, other)
 	}
 	eventually(t, "the two distinct events were not delivered", func() bool { return rc.count("/once") >= 2 })
-	time.Sleep(300 * time.Millisecond)
+	s.settled(t, app, hook.ID)
 	if n := rc.count("/once"); n != 2 {
 		t.Errorf("receiver got %d deliveries for two distinct keys (one repeated), want 2", n)
 	}
