@@ -55,7 +55,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			if signature.SchemeByName(d.Val()) == nil {
-				return d.Errf("unknown scheme '%s'; want one of %s", d.Val(), strings.Join(signature.SchemeNames(), ", "))
+				return d.Errf("scheme: unknown '%s'; want one of %s", d.Val(), strings.Join(signature.SchemeNames(), ", "))
 			}
 			h.Scheme = d.Val()
 			if d.NextArg() {
@@ -77,10 +77,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			size, err := humanize.ParseBytes(d.Val())
 			if err != nil {
-				return d.Errf("parsing max_body: %v", err)
+				return d.Errf("max_body: %v", err)
 			}
 			if size == 0 || size > 1<<62 {
-				return d.Errf("max_body must be between 1 byte and 4EiB, got %s", d.Val())
+				return d.Errf("max_body: must be between 1 byte and 4EiB, got %s", d.Val())
 			}
 			h.MaxBody = int64(size)
 			if d.NextArg() {
@@ -94,10 +94,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			dur, err := caddy.ParseDuration(d.Val())
 			if err != nil {
-				return d.Errf("parsing %s: %v", opt, err)
+				return d.Errf("%s: %v", opt, err)
 			}
 			if dur <= 0 {
-				return d.Errf("%s must be positive, got %s", opt, time.Duration(dur))
+				return d.Errf("%s: must be positive, got %s", opt, time.Duration(dur))
 			}
 			if opt == "tolerance" {
 				h.Tolerance = caddy.Duration(dur)

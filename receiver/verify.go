@@ -116,7 +116,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.scheme = signature.SchemeByName(h.Scheme)
 	if h.scheme == nil {
-		return fmt.Errorf("unknown scheme %q; want one of %s", h.Scheme, strings.Join(signature.SchemeNames(), ", "))
+		return fmt.Errorf("scheme: unknown %q; want one of %s", h.Scheme, strings.Join(signature.SchemeNames(), ", "))
 	}
 
 	// A fresh replacer knows only global placeholders ({env.*}, {file.*},
@@ -129,7 +129,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("secret %d: %w", i+1, err)
 		}
 		if secret == "" {
-			return fmt.Errorf("secret %d is empty", i+1)
+			return fmt.Errorf("secret %d: empty", i+1)
 		}
 		key, err := h.scheme.Key(secret)
 		if err != nil {
@@ -151,7 +151,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return newReplayCache(replayCapacity), nil
 		})
 		if err != nil {
-			return fmt.Errorf("replay cache: %w", err)
+			return fmt.Errorf("replay_window: %w", err)
 		}
 		h.replay = c.(*replayCache)
 	}
@@ -161,19 +161,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // Validate checks the configuration.
 func (h *Handler) Validate() error {
 	if len(h.Secrets) == 0 {
-		return errors.New("at least one secret is required")
+		return errors.New("secret: at least one is required")
 	}
 	if h.MaxBody < 0 {
-		return fmt.Errorf("max_body must be positive, got %d", h.MaxBody)
+		return fmt.Errorf("max_body: must not be negative, got %d", h.MaxBody)
 	}
 	if h.Tolerance < 0 {
-		return fmt.Errorf("tolerance must be positive, got %s", time.Duration(h.Tolerance))
+		return fmt.Errorf("tolerance: must not be negative, got %s", time.Duration(h.Tolerance))
 	}
 	if h.ReplayWindow < 0 {
-		return fmt.Errorf("replay_window must be positive, got %s", time.Duration(h.ReplayWindow))
+		return fmt.Errorf("replay_window: must not be negative, got %s", time.Duration(h.ReplayWindow))
 	}
 	if h.ReplayWindow > 0 && h.scheme != nil && !h.scheme.HasID() {
-		return fmt.Errorf("replay_window needs a delivery id, and scheme %s carries none", h.Scheme)
+		return fmt.Errorf("replay_window: needs a delivery id, and scheme %s carries none", h.Scheme)
 	}
 	return nil
 }

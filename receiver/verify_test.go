@@ -462,14 +462,15 @@ func TestProvisionAndValidateErrors(t *testing.T) {
 		h    Handler
 		want string
 	}{
-		{"unset env", Handler{Secrets: []string{"{env.RECEIVER_TEST_UNSET_VAR}"}}, "secret 1"},
-		{"missing file", Handler{Secrets: []string{"{file./nonexistent/secret}"}}, "secret 1"},
-		{"bad whsec", Handler{Secrets: []string{"whsec_!!!"}, Scheme: "standard"}, "decoding whsec_"},
-		{"unknown scheme", Handler{Secrets: []string{"s"}, Scheme: "nope"}, "unknown scheme"},
-		{"no secret", Handler{}, "at least one secret"},
-		{"negative body", Handler{Secrets: []string{"s"}, MaxBody: -1}, "max_body"},
-		{"negative tolerance", Handler{Secrets: []string{"s"}, Tolerance: -1}, "tolerance"},
-		{"replay without id", Handler{Secrets: []string{"s"}, Scheme: "stripe", ReplayWindow: caddy.Duration(time.Minute)}, "carries none"},
+		{"unset env", Handler{Secrets: []string{"{env.RECEIVER_TEST_UNSET_VAR}"}}, "secret 1: "},
+		{"missing file", Handler{Secrets: []string{"{file./nonexistent/secret}"}}, "secret 1: "},
+		{"bad whsec", Handler{Secrets: []string{"whsec_!!!"}, Scheme: "standard"}, "secret 1: decoding whsec_"},
+		{"unknown scheme", Handler{Secrets: []string{"s"}, Scheme: "nope"}, `scheme: unknown "nope"`},
+		{"no secret", Handler{}, "secret: at least one is required"},
+		{"negative body", Handler{Secrets: []string{"s"}, MaxBody: -1}, "max_body: must not be negative"},
+		{"negative tolerance", Handler{Secrets: []string{"s"}, Tolerance: -1}, "tolerance: must not be negative"},
+		{"negative window", Handler{Secrets: []string{"s"}, ReplayWindow: -1}, "replay_window: must not be negative"},
+		{"replay without id", Handler{Secrets: []string{"s"}, Scheme: "stripe", ReplayWindow: caddy.Duration(time.Minute)}, "replay_window: needs a delivery id, and scheme stripe carries none"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
