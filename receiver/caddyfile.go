@@ -33,6 +33,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    scheme x-signature|standard|github|stripe|shopify|slack
 //	    header <name>               # the header that carries the signature
 //	    max_body <size>             # default 1MB
+//	    read_timeout <duration>     # default 10s: how long the body may take
 //	    tolerance <duration>        # default 5m
 //	    replay_window <duration>    # off by default
 //	}
@@ -87,7 +88,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 
-		case "tolerance", "replay_window":
+		case "tolerance", "replay_window", "read_timeout":
 			opt := d.Val()
 			if !d.NextArg() {
 				return d.ArgErr()
@@ -99,10 +100,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if dur <= 0 {
 				return d.Errf("%s: must be positive, got %s", opt, time.Duration(dur))
 			}
-			if opt == "tolerance" {
+			switch opt {
+			case "tolerance":
 				h.Tolerance = caddy.Duration(dur)
-			} else {
+			case "replay_window":
 				h.ReplayWindow = caddy.Duration(dur)
+			default:
+				h.ReadTimeout = caddy.Duration(dur)
 			}
 			if d.NextArg() {
 				return d.ArgErr()

@@ -33,6 +33,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				scheme standard
 				header X-Custom-Signature
 				max_body 2MiB
+				read_timeout 30s
 				tolerance 90s
 				replay_window 24h
 			}`,
@@ -41,6 +42,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				Scheme:       "standard",
 				Header:       "X-Custom-Signature",
 				MaxBody:      2 << 20,
+				ReadTimeout:  caddy.Duration(30 * time.Second),
 				Tolerance:    caddy.Duration(90 * time.Second),
 				ReplayWindow: caddy.Duration(24 * time.Hour),
 			},
@@ -66,6 +68,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "zero tolerance", input: "webhook_verify {\n tolerance 0s\n}", err: "tolerance: must be positive"},
 		{name: "negative window", input: "webhook_verify {\n replay_window -1m\n}", err: "replay_window: must be positive"},
 		{name: "window without value", input: "webhook_verify {\n replay_window\n}", err: "wrong argument count"},
+		{name: "bad read timeout", input: "webhook_verify {\n read_timeout later\n}", err: "read_timeout: "},
+		{name: "zero read timeout", input: "webhook_verify {\n read_timeout 0\n}", err: "read_timeout: must be positive"},
+		{name: "read timeout without value", input: "webhook_verify {\n read_timeout\n}", err: "wrong argument count"},
 		{name: "unknown option", input: "webhook_verify {\n secrets a\n}", err: "unrecognized webhook_verify option 'secrets'"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -100,6 +105,7 @@ func TestAdaptOrder(t *testing.T) {
 		secret {env.WEBHOOK_SECRET}
 		scheme github
 		max_body 64KB
+		read_timeout 3s
 	}
 }
 `
@@ -141,7 +147,7 @@ func TestAdaptOrder(t *testing.T) {
 		t.Errorf("the path matcher was lost: %v", routes[0].Match)
 	}
 	handler := routes[0].Handle[0]
-	want := `{"handler":"webhook_verify","max_body":64000,"scheme":"github","secrets":["{env.WEBHOOK_SECRET}"]}`
+	want := `{"handler":"webhook_verify","max_body":64000,"read_timeout":3000000000,"scheme":"github","secrets":["{env.WEBHOOK_SECRET}"]}`
 	if string(handler) != want {
 		t.Fatalf("adapted to\n%s\nwant\n%s", handler, want)
 	}

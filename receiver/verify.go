@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -22,6 +23,10 @@ const (
 	defaultScheme    = "x-signature"
 	defaultMaxBody   = 1000 * 1000 // "1MB" as humanize and request_body's max_size read it
 	defaultTolerance = 5 * time.Minute
+	// defaultReadTimeout is long enough for a megabyte over a slow mobile
+	// link, and short enough that connections trickling bodies cannot pile
+	// up for long.
+	defaultReadTimeout = 10 * time.Second
 
 	// DuplicateHeader is set to "true" on the 200 that answers a delivery
 	// already forwarded within the replay window.
@@ -35,7 +40,12 @@ const (
 // A request that fails verification is answered 401 with a JSON body
 // {"error": "..."} naming the failed check (missing header, malformed or
 // non-matching signature, timestamp outside tolerance); a body over
-// MaxBody is answered 413. Neither reaches the next handler.
+// MaxBody is answered 413, one that does not arrive within ReadTimeout
+// 408. None reaches the next handler. The headers are checked before the
+// body is read: a request whose signature header is missing or malformed
+// is answered 401 at once, without reading the body it declared, and its
+// connection is closed. Memory for a body is taken as its bytes arrive,
+// never reserved from its Content-Length.
 type Handler struct {
 	// Secrets are the signing secrets. A request signed with any one of
 	// them passes, so a secret is rotated by listing the old and the new
@@ -60,6 +70,13 @@ type Handler struct {
 	// MaxBody is the largest body, in bytes, that is read and verified;
 	// a larger one is answered 413. Default: 1MB (1,000,000 bytes).
 	MaxBody int64 `json:"max_body,omitempty"`
+
+	// ReadTimeout is how long the body may take to arrive, counted from
+	// when this handler starts reading it. A body that is not whole by then
+	// is answered 408 and not forwarded, and its connection is closed, so
+	// a client cannot hold a connection open by sending a byte at a time.
+	// Default: 10s.
+	ReadTimeout caddy.Duration `json:"read_timeout,omitempty"`
 
 	// Tolerance is how far the signed timestamp of the standard, stripe and
 	// slack schemes may be from this server's clock, in either direction,
@@ -144,6 +161,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Tolerance == 0 {
 		h.Tolerance = caddy.Duration(defaultTolerance)
 	}
+	if h.ReadTimeout == 0 {
+		h.ReadTimeout = caddy.Duration(defaultReadTimeout)
+	}
 
 	if h.ReplayWindow > 0 && h.scheme.HasID() {
 		h.replayKey = replayPoolKey(h.scheme.Name, h.keys)
@@ -169,6 +189,9 @@ func (h *Handler) Validate() error {
 	if h.Tolerance < 0 {
 		return fmt.Errorf("tolerance: must not be negative, got %s", time.Duration(h.Tolerance))
 	}
+	if h.ReadTimeout < 0 {
+		return fmt.Errorf("read_timeout: must not be negative, got %s", time.Duration(h.ReadTimeout))
+	}
 	if h.ReplayWindow < 0 {
 		return fmt.Errorf("replay_window: must not be negative, got %s", time.Duration(h.ReplayWindow))
 	}
@@ -181,13 +204,29 @@ func (h *Handler) Validate() error {
 // ServeHTTP verifies the request and, if it is genuine and not a
 // duplicate, passes it to next with its body intact.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	body, err := readBody(r, h.MaxBody)
-	if errors.Is(err, errBodyTooLarge) {
-		h.decided(resultTooLarge, nil)
-		return writeJSON(w, http.StatusRequestEntityTooLarge,
-			map[string]string{"error": fmt.Sprintf("body exceeds max_body of %d bytes", h.MaxBody)})
+	// The headers decide first. A request whose signature header is absent
+	// or unreadable fails whatever its body, so it is turned away before a
+	// byte of the body is read or memory is taken for it. Without keys the
+	// scheme computes no HMAC and fails only on what the headers show.
+	err := h.scheme.Verify(signature.Request{Header: r.Header, SignatureHeader: h.Header}, nil)
+	if errors.Is(err, signature.ErrMissing) || errors.Is(err, signature.ErrMalformed) {
+		h.decided(resultOf(err), err)
+		return refuseUnread(w, r, http.StatusUnauthorized, err.Error())
 	}
-	if err != nil {
+	if r.ContentLength > h.MaxBody {
+		h.decided(resultTooLarge, nil)
+		return refuseUnread(w, r, http.StatusRequestEntityTooLarge, h.tooLarge())
+	}
+
+	body, err := h.readBody(w, r)
+	switch {
+	case errors.Is(err, errBodyTooLarge):
+		h.decided(resultTooLarge, nil)
+		return refuseUnread(w, r, http.StatusRequestEntityTooLarge, h.tooLarge())
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return refuseUnread(w, r, http.StatusRequestTimeout,
+			fmt.Sprintf("body not received within read_timeout of %s", time.Duration(h.ReadTimeout)))
+	case err != nil:
 		return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("reading webhook body: %w", err))
 	}
 
@@ -214,6 +253,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return next.ServeHTTP(w, r)
 	}
 	return h.serveOnce(w, r, next, id)
+}
+
+func (h *Handler) tooLarge() string {
+	return fmt.Sprintf("body exceeds max_body of %d bytes", h.MaxBody)
+}
+
+// readBody reads the body within ReadTimeout. The deadline bounds the
+// body only: net/http lifts it once the body has been read to its end,
+// before the backend is asked.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	// The deadline is real time, whatever clock verifies timestamps. Where
+	// the transport has no deadlines (HTTP/3), the server's own timeouts
+	// are all there is.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(time.Duration(h.ReadTimeout)))
+	return readBody(r, h.MaxBody)
 }
 
 // serveOnce forwards a verified delivery unless its id was already answered

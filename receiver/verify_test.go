@@ -469,6 +469,7 @@ func TestProvisionAndValidateErrors(t *testing.T) {
 		{"no secret", Handler{}, "secret: at least one is required"},
 		{"negative body", Handler{Secrets: []string{"s"}, MaxBody: -1}, "max_body: must not be negative"},
 		{"negative tolerance", Handler{Secrets: []string{"s"}, Tolerance: -1}, "tolerance: must not be negative"},
+		{"negative read timeout", Handler{Secrets: []string{"s"}, ReadTimeout: -1}, "read_timeout: must not be negative"},
 		{"negative window", Handler{Secrets: []string{"s"}, ReplayWindow: -1}, "replay_window: must not be negative"},
 		{"replay without id", Handler{Secrets: []string{"s"}, Scheme: "stripe", ReplayWindow: caddy.Duration(time.Minute)}, "replay_window: needs a delivery id, and scheme stripe carries none"},
 	} {
