@@ -96,18 +96,25 @@ type Handler struct {
 	// as usual. The stripe, shopify and slack schemes carry no id header,
 	// so the window cannot be used with them.
 	//
+	// A delivery is known by its id together with the request's host
+	// (lower case, without port) and path (without ; parameters, cleaned
+	// of ., .. and empty segments, lower case), so that spelling the host
+	// or path another way does not get a second copy through. An id
+	// longer than 256 bytes is answered 400.
+	//
 	// The memory of ids is per Caddy process, kept in RAM (at most 100,000
-	// ids per set of secrets), and survives config reloads but not
-	// restarts; several Caddy instances behind a load balancer do not
-	// share it.
+	// ids per set of secrets, a fixed size each), and survives config
+	// reloads but not restarts; several Caddy instances behind a load
+	// balancer do not share it.
 	ReplayWindow caddy.Duration `json:"replay_window,omitempty"`
 
-	scheme    *signature.Scheme
-	keys      [][]byte
-	replay    *replayCache
-	replayKey string
-	logger    *zap.Logger
-	now       func() time.Time
+	scheme         *signature.Scheme
+	keys           [][]byte
+	replay         replayStore
+	replayPool     *caddy.UsagePool
+	replayPoolName string
+	logger         *zap.Logger
+	now            func() time.Time
 }
 
 // CaddyModule returns the Caddy module information.
@@ -165,16 +172,18 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.ReadTimeout = caddy.Duration(defaultReadTimeout)
 	}
 
-	if h.ReplayWindow > 0 && h.scheme.HasID() {
-		h.replayKey = replayPoolKey(h.scheme.Name, h.keys)
-		c, _, err := replayPool.LoadOrNew(h.replayKey, func() (caddy.Destructor, error) {
-			return newReplayCache(replayCapacity), nil
-		})
-		if err != nil {
-			return fmt.Errorf("replay_window: %w", err)
-		}
-		h.replay = c.(*replayCache)
+	if h.ReplayWindow <= 0 || !h.scheme.HasID() {
+		// Validate says why, if replay options were given.
+		return nil
 	}
+	h.replayPool, h.replayPoolName = replayPool, replayPoolKey(h.scheme.Name, h.keys)
+	c, _, err := replayPool.LoadOrNew(h.replayPoolName, func() (caddy.Destructor, error) {
+		return newReplayCache(replayCapacity), nil
+	})
+	if err != nil {
+		return fmt.Errorf("replay_window: %w", err)
+	}
+	h.replay = c.(*replayCache)
 	return nil
 }
 
@@ -217,6 +226,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.decided(resultTooLarge, nil)
 		return refuseUnread(w, r, http.StatusRequestEntityTooLarge, h.tooLarge())
 	}
+	var id string
+	if h.replay != nil {
+		id = h.scheme.ID(r.Header)
+		if len(id) > maxDeliveryID {
+			return refuseUnread(w, r, http.StatusBadRequest,
+				fmt.Sprintf("%s: delivery id longer than %d bytes", idHeader(r.Header, id), maxDeliveryID))
+		}
+	}
 
 	body, err := h.readBody(w, r)
 	switch {
@@ -243,11 +260,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	setBody(r, body)
-	if h.replay == nil {
-		h.decided(resultValid, nil)
-		return next.ServeHTTP(w, r)
-	}
-	id := h.scheme.ID(r.Header)
 	if id == "" {
 		h.decided(resultValid, nil)
 		return next.ServeHTTP(w, r)
@@ -270,13 +282,34 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 	return readBody(r, h.MaxBody)
 }
 
+// idHeader names the header that carried a delivery id, for an error.
+func idHeader(header http.Header, id string) string {
+	for _, name := range []string{signature.StandardIDHeader, signature.SvixIDHeader, signature.GitHubDeliveryHeader} {
+		if header.Get(name) == id {
+			return name
+		}
+	}
+	return "delivery id"
+}
+
+// requestPath is the path the sender asked for, before any rewrite or
+// handle_path strip: two endpoints rewritten to one path are still two.
+func requestPath(r *http.Request) string {
+	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {
+		return orig.URL.Path
+	}
+	return r.URL.Path
+}
+
 // serveOnce forwards a verified delivery unless its id was already answered
-// 2xx within the replay window. The key includes host and path because one
-// event reaches every endpoint subscribed to it under the same id, and
-// those endpoints may share this cache.
+// 2xx within the replay window, or is being handled now.
 func (h *Handler) serveOnce(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, id string) error {
-	key := r.Host + r.URL.Path + "\x00" + id
-	switch h.replay.begin(key, h.now()) {
+	key := newReplayKey(r.Host, requestPath(r), id)
+	state, claim, err := h.replay.begin(r.Context(), key, h.now())
+	if err != nil {
+		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("replay window: %w", err))
+	}
+	switch state {
 	case replaySeen:
 		h.decided(resultDuplicate, nil)
 		w.Header().Set(DuplicateHeader, "true")
@@ -291,10 +324,14 @@ func (h *Handler) serveOnce(w http.ResponseWriter, r *http.Request, next caddyht
 
 	rec := &statusRecorder{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
 	delivered := false
-	// Deferred so that a panic further down cannot leave the id marked in
-	// flight, which would turn every retry into a 409.
-	defer func() { h.replay.finish(key, delivered, h.now(), time.Duration(h.ReplayWindow)) }()
-	err := next.ServeHTTP(rec, r)
+	// Deferred so that a panic further down cannot leave the id claimed,
+	// which would turn every retry into a 409.
+	defer func() {
+		if err := claim.finish(r.Context(), delivered, h.now(), time.Duration(h.ReplayWindow)); err != nil {
+			h.logger.Error("replay window: finishing a delivery", zap.Bool("delivered", delivered), zap.Error(err))
+		}
+	}()
+	err = next.ServeHTTP(rec, r)
 	delivered = err == nil && (rec.status == 0 || rec.status/100 == 2)
 	return err
 }
@@ -313,10 +350,10 @@ func (h *Handler) decided(result string, err error) {
 	}
 }
 
-// Cleanup releases this config's hold on the shared replay cache.
+// Cleanup releases this config's hold on the shared replay memory.
 func (h *Handler) Cleanup() error {
-	if h.replay != nil {
-		_, err := replayPool.Delete(h.replayKey)
+	if h.replayPool != nil {
+		_, err := h.replayPool.Delete(h.replayPoolName)
 		return err
 	}
 	return nil

@@ -392,20 +392,29 @@ func TestReplayPanicReleasesID(t *testing.T) {
 func TestReplayCacheBounded(t *testing.T) {
 	c := newReplayCache(3)
 	now := time.Unix(0, 0)
+	key := func(id string) replayKey { return newReplayKey("example.com", "/hook", id) }
+	begin := func(id string) replayState {
+		t.Helper()
+		state, _, err := c.begin(context.Background(), key(id), now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return state
+	}
 	for _, k := range []string{"a", "b", "c", "d"} {
-		if c.begin(k, now) != replayNew {
+		if begin(k) != replayNew {
 			t.Fatalf("%s: not new", k)
 		}
-		c.finish(k, true, now, time.Hour)
+		c.finish(key(k), true, now, time.Hour)
 	}
 	if c.len() != 3 {
 		t.Fatalf("cache holds %d ids, capacity 3", c.len())
 	}
-	if c.begin("a", now) != replayNew {
+	if begin("a") != replayNew {
 		t.Fatal("the oldest id was not the one forgotten")
 	}
-	c.finish("a", false, now, time.Hour)
-	if c.begin("d", now) != replaySeen {
+	c.finish(key("a"), false, now, time.Hour)
+	if begin("d") != replaySeen {
 		t.Fatal("the newest id was forgotten")
 	}
 }
