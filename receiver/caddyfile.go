@@ -36,6 +36,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    read_timeout <duration>     # default 10s: how long the body may take
 //	    tolerance <duration>        # default 5m
 //	    replay_window <duration>    # off by default
+//	    replay_storage <dsn>        # postgres://...: share the window's memory
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
@@ -108,6 +109,19 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			default:
 				h.ReadTimeout = caddy.Duration(dur)
 			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
+		case "replay_storage":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			// A placeholder is checked once expanded, at provision.
+			if !strings.Contains(d.Val(), "{") && !isPostgresURL(d.Val()) {
+				return d.Err("replay_storage: must be a postgres:// or postgresql:// URL")
+			}
+			h.ReplayStorage = d.Val()
 			if d.NextArg() {
 				return d.ArgErr()
 			}

@@ -102,11 +102,20 @@ type Handler struct {
 	// or path another way does not get a second copy through. An id
 	// longer than 256 bytes is answered 400.
 	//
-	// The memory of ids is per Caddy process, kept in RAM (at most 100,000
-	// ids per set of secrets, a fixed size each), and survives config
-	// reloads but not restarts; several Caddy instances behind a load
-	// balancer do not share it.
+	// Without ReplayStorage the memory of ids is per Caddy process, kept in
+	// RAM (at most 100,000 ids per set of secrets, a fixed size each), and
+	// survives config reloads but not restarts.
 	ReplayWindow caddy.Duration `json:"replay_window,omitempty"`
+
+	// ReplayStorage, a postgres:// or postgresql:// URL, keeps the memory
+	// of the replay window in that PostgreSQL database instead, shared by
+	// every receiver that names it: a delivery forwarded by one Caddy is a
+	// duplicate to all the others. The table is created on first use. While
+	// the database cannot be reached, verified deliveries are answered 503
+	// with Retry-After rather than risk a second forward. {env.*}
+	// placeholders are expanded when the config is loaded; the password is
+	// never logged.
+	ReplayStorage string `json:"replay_storage,omitempty"`
 
 	scheme         *signature.Scheme
 	keys           [][]byte
@@ -176,6 +185,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		// Validate says why, if replay options were given.
 		return nil
 	}
+	if h.ReplayStorage != "" {
+		return h.provisionReplayStorage(repl)
+	}
 	h.replayPool, h.replayPoolName = replayPool, replayPoolKey(h.scheme.Name, h.keys)
 	c, _, err := replayPool.LoadOrNew(h.replayPoolName, func() (caddy.Destructor, error) {
 		return newReplayCache(replayCapacity), nil
@@ -184,6 +196,32 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("replay_window: %w", err)
 	}
 	h.replay = c.(*replayCache)
+	return nil
+}
+
+// provisionReplayStorage joins, or opens, the PostgreSQL memory that
+// ReplayStorage names.
+func (h *Handler) provisionReplayStorage(repl *caddy.Replacer) error {
+	dsn, err := repl.ReplaceOrErr(h.ReplayStorage, true, true)
+	if err != nil {
+		return fmt.Errorf("replay_storage: %w", err)
+	}
+	if !isPostgresURL(dsn) {
+		return errors.New("replay_storage: must be a postgres:// or postgresql:// URL")
+	}
+	h.replayPool, h.replayPoolName = replayStoragePool, replayStorageKey(dsn)
+	store, loaded, err := replayStoragePool.LoadOrNew(h.replayPoolName, func() (caddy.Destructor, error) {
+		// Its background work outlives this config, and so must its logger.
+		return openPostgresReplay(dsn, caddy.Log().Named("http.handlers.webhook_verify"))
+	})
+	if err != nil {
+		h.replayPool = nil
+		return fmt.Errorf("replay_storage: %w", err)
+	}
+	h.replay = store.(*postgresReplay)
+	if !loaded {
+		h.logger.Info("replay window shared through PostgreSQL", zap.String("database", describeDSN(dsn)))
+	}
 	return nil
 }
 
@@ -206,6 +244,9 @@ func (h *Handler) Validate() error {
 	}
 	if h.ReplayWindow > 0 && h.scheme != nil && !h.scheme.HasID() {
 		return fmt.Errorf("replay_window: needs a delivery id, and scheme %s carries none", h.Scheme)
+	}
+	if h.ReplayStorage != "" && h.ReplayWindow == 0 {
+		return errors.New("replay_storage: needs replay_window")
 	}
 	return nil
 }
@@ -307,7 +348,14 @@ func (h *Handler) serveOnce(w http.ResponseWriter, r *http.Request, next caddyht
 	key := newReplayKey(r.Host, requestPath(r), id)
 	state, claim, err := h.replay.begin(r.Context(), key, h.now())
 	if err != nil {
-		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("replay window: %w", err))
+		// Fail closed: forwarding without the shared memory could hand the
+		// backend a delivery another receiver already forwarded. A sender
+		// that hung up is no outage.
+		if r.Context().Err() == nil {
+			h.logger.Error("replay storage unavailable; delivery refused", zap.Error(err))
+		}
+		w.Header().Set("Retry-After", "5")
+		return writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "replay store unavailable"})
 	}
 	switch state {
 	case replaySeen:
@@ -328,7 +376,7 @@ func (h *Handler) serveOnce(w http.ResponseWriter, r *http.Request, next caddyht
 	// which would turn every retry into a 409.
 	defer func() {
 		if err := claim.finish(r.Context(), delivered, h.now(), time.Duration(h.ReplayWindow)); err != nil {
-			h.logger.Error("replay window: finishing a delivery", zap.Bool("delivered", delivered), zap.Error(err))
+			h.logger.Error("replay storage: finishing a delivery", zap.Bool("delivered", delivered), zap.Error(err))
 		}
 	}()
 	err = next.ServeHTTP(rec, r)

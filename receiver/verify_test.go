@@ -481,6 +481,13 @@ func TestProvisionAndValidateErrors(t *testing.T) {
 		{"negative read timeout", Handler{Secrets: []string{"s"}, ReadTimeout: -1}, "read_timeout: must not be negative"},
 		{"negative window", Handler{Secrets: []string{"s"}, ReplayWindow: -1}, "replay_window: must not be negative"},
 		{"replay without id", Handler{Secrets: []string{"s"}, Scheme: "stripe", ReplayWindow: caddy.Duration(time.Minute)}, "replay_window: needs a delivery id, and scheme stripe carries none"},
+		{"storage without window", Handler{Secrets: []string{"s"}, ReplayStorage: "postgres://db/x"}, "replay_storage: needs replay_window"},
+		{"storage not a URL", Handler{Secrets: []string{"s"}, ReplayWindow: caddy.Duration(time.Minute), ReplayStorage: "host=db dbname=x"},
+			"replay_storage: must be a postgres:// or postgresql:// URL"},
+		{"storage of another scheme", Handler{Secrets: []string{"s"}, ReplayWindow: caddy.Duration(time.Minute), ReplayStorage: "mysql://db/x"},
+			"replay_storage: must be a postgres:// or postgresql:// URL"},
+		{"storage from an unset env", Handler{Secrets: []string{"s"}, ReplayWindow: caddy.Duration(time.Minute), ReplayStorage: "{env.RECEIVER_TEST_UNSET_VAR}"},
+			"replay_storage: "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
