@@ -308,6 +308,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return h.serveOnce(w, r, next, id)
 }
 
+// tooLarge is the error of a body over MaxBody.
 func (h *Handler) tooLarge() string {
 	return fmt.Sprintf("body exceeds max_body of %d bytes", h.MaxBody)
 }
@@ -316,9 +317,9 @@ func (h *Handler) tooLarge() string {
 // body only: net/http lifts it once the body has been read to its end,
 // before the backend is asked.
 func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	// The deadline is real time, whatever clock verifies timestamps. Where
-	// the transport has no deadlines (HTTP/3), the server's own timeouts
-	// are all there is.
+	// The deadline is real time, whatever clock verifies timestamps.
+	// HTTP/1, HTTP/2 and HTTP/3 all take one; a writer that hides it (a
+	// wrapper without Unwrap) leaves the server's own timeouts in charge.
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(time.Duration(h.ReadTimeout)))
 	return readBody(r, h.MaxBody)
 }
