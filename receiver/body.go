@@ -6,21 +6,24 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"sync"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 var errBodyTooLarge = errors.New("body too large")
 
-// bufPool holds the buffers that bodies of unknown length are read into.
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+// firstBodyBuffer is the most memory taken for a body before its bytes
+// arrive. A declared Content-Length is a promise, not bytes: sizing the
+// buffer from it would let a client that declares a megabyte and sends
+// one byte hold a megabyte for as long as it keeps the connection open.
+const firstBodyBuffer = 4 << 10
 
 // readBody reads the whole body, refusing one over limit before reading it
-// when the length is declared. The bytes returned are owned by the caller:
-// they are handed to the next handler, which may still be reading them
-// (reverse_proxy's transport can outlive ServeHTTP), so they never come
-// from the pool.
+// when the length is declared. The buffer grows as bytes arrive, doubling
+// up to the declared length or the limit, so memory follows what was
+// received. The bytes returned are owned by the caller: they are handed to
+// the next handler, which may still be reading them (reverse_proxy's
+// transport can outlive ServeHTTP), so they never come from a pool.
 func readBody(r *http.Request, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {
 		return nil, errBodyTooLarge
@@ -28,27 +31,41 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return []byte{}, nil
 	}
+	// One byte past the limit tells a body that is too large from one
+	// that is exactly at it; one byte past a declared length lets the
+	// final read see the end without growing the buffer.
+	ceiling := limit + 1
 	if r.ContentLength >= 0 {
-		body := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(r.Body, body); err != nil {
+		ceiling = r.ContentLength + 1
+	}
+	buf := make([]byte, 0, min(ceiling, firstBodyBuffer))
+	rd := io.LimitReader(r.Body, limit+1)
+	for {
+		if len(buf) == cap(buf) {
+			// A body longer than it declared (possible only below
+			// net/http) may still grow to the limit.
+			if int64(len(buf)) >= ceiling {
+				ceiling = limit + 1
+			}
+			if int64(cap(buf)) < ceiling {
+				grown := make([]byte, len(buf), min(2*int64(cap(buf)), ceiling))
+				copy(grown, buf)
+				buf = grown
+			}
+		}
+		n, err := rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
 			return nil, err
 		}
-		return body, nil
 	}
-
-	// Chunked: read into a pooled buffer so growing it costs nothing on the
-	// next request, then copy out exactly what arrived.
-	buf := bufPool.Get().(*bytes.Buffer)
-	buf.Reset()
-	defer bufPool.Put(buf)
-	n, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if n > limit {
+	if int64(len(buf)) > limit {
 		return nil, errBodyTooLarge
 	}
-	return bytes.Clone(buf.Bytes()), nil
+	return buf, nil
 }
 
 // setBody hands the verified bytes to the next handler as the request body,
@@ -73,6 +90,18 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	return json.NewEncoder(w).Encode(v)
+}
+
+// refuseUnread answers a request whose body was not read, or not read
+// whole, with status and a JSON error, and closes an HTTP/1 connection
+// after it: what remains of the body on the wire is not worth reading,
+// and must not be read as the next request. (HTTP/2 ends the stream
+// alone; Connection there would shut down every other stream with it.)
+func refuseUnread(w http.ResponseWriter, r *http.Request, status int, msg string) error {
+	if r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
+	}
+	return writeJSON(w, status, map[string]string{"error": msg})
 }
 
 // statusRecorder notes the final status the next handler answers with, so

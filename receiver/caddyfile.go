@@ -33,8 +33,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    scheme x-signature|standard|github|stripe|shopify|slack
 //	    header <name>               # the header that carries the signature
 //	    max_body <size>             # default 1MB
+//	    read_timeout <duration>     # default 10s: how long the body may take
 //	    tolerance <duration>        # default 5m
 //	    replay_window <duration>    # off by default
+//	    replay_storage <dsn>        # postgres://...: share the window's memory
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
@@ -55,7 +57,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			if signature.SchemeByName(d.Val()) == nil {
-				return d.Errf("unknown scheme '%s'; want one of %s", d.Val(), strings.Join(signature.SchemeNames(), ", "))
+				return d.Errf("scheme: unknown '%s'; want one of %s", d.Val(), strings.Join(signature.SchemeNames(), ", "))
 			}
 			h.Scheme = d.Val()
 			if d.NextArg() {
@@ -77,33 +79,49 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			size, err := humanize.ParseBytes(d.Val())
 			if err != nil {
-				return d.Errf("parsing max_body: %v", err)
+				return d.Errf("max_body: %v", err)
 			}
 			if size == 0 || size > 1<<62 {
-				return d.Errf("max_body must be between 1 byte and 4EiB, got %s", d.Val())
+				return d.Errf("max_body: must be between 1 byte and 4EiB, got %s", d.Val())
 			}
 			h.MaxBody = int64(size)
 			if d.NextArg() {
 				return d.ArgErr()
 			}
 
-		case "tolerance", "replay_window":
+		case "tolerance", "replay_window", "read_timeout":
 			opt := d.Val()
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
 			dur, err := caddy.ParseDuration(d.Val())
 			if err != nil {
-				return d.Errf("parsing %s: %v", opt, err)
+				return d.Errf("%s: %v", opt, err)
 			}
 			if dur <= 0 {
-				return d.Errf("%s must be positive, got %s", opt, time.Duration(dur))
+				return d.Errf("%s: must be positive, got %s", opt, time.Duration(dur))
 			}
-			if opt == "tolerance" {
+			switch opt {
+			case "tolerance":
 				h.Tolerance = caddy.Duration(dur)
-			} else {
+			case "replay_window":
 				h.ReplayWindow = caddy.Duration(dur)
+			default:
+				h.ReadTimeout = caddy.Duration(dur)
 			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
+		case "replay_storage":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			// A placeholder is checked once expanded, at provision.
+			if !strings.Contains(d.Val(), "{") && !isPostgresURL(d.Val()) {
+				return d.Err("replay_storage: must be a postgres:// or postgresql:// URL")
+			}
+			h.ReplayStorage = d.Val()
 			if d.NextArg() {
 				return d.ArgErr()
 			}

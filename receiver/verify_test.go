@@ -392,20 +392,29 @@ func TestReplayPanicReleasesID(t *testing.T) {
 func TestReplayCacheBounded(t *testing.T) {
 	c := newReplayCache(3)
 	now := time.Unix(0, 0)
+	key := func(id string) replayKey { return newReplayKey("example.com", "/hook", id) }
+	begin := func(id string) replayState {
+		t.Helper()
+		state, _, err := c.begin(context.Background(), key(id), now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return state
+	}
 	for _, k := range []string{"a", "b", "c", "d"} {
-		if c.begin(k, now) != replayNew {
+		if begin(k) != replayNew {
 			t.Fatalf("%s: not new", k)
 		}
-		c.finish(k, true, now, time.Hour)
+		c.finish(key(k), true, now, time.Hour)
 	}
 	if c.len() != 3 {
 		t.Fatalf("cache holds %d ids, capacity 3", c.len())
 	}
-	if c.begin("a", now) != replayNew {
+	if begin("a") != replayNew {
 		t.Fatal("the oldest id was not the one forgotten")
 	}
-	c.finish("a", false, now, time.Hour)
-	if c.begin("d", now) != replaySeen {
+	c.finish(key("a"), false, now, time.Hour)
+	if begin("d") != replaySeen {
 		t.Fatal("the newest id was forgotten")
 	}
 }
@@ -462,14 +471,23 @@ func TestProvisionAndValidateErrors(t *testing.T) {
 		h    Handler
 		want string
 	}{
-		{"unset env", Handler{Secrets: []string{"{env.RECEIVER_TEST_UNSET_VAR}"}}, "secret 1"},
-		{"missing file", Handler{Secrets: []string{"{file./nonexistent/secret}"}}, "secret 1"},
-		{"bad whsec", Handler{Secrets: []string{"whsec_!!!"}, Scheme: "standard"}, "decoding whsec_"},
-		{"unknown scheme", Handler{Secrets: []string{"s"}, Scheme: "nope"}, "unknown scheme"},
-		{"no secret", Handler{}, "at least one secret"},
-		{"negative body", Handler{Secrets: []string{"s"}, MaxBody: -1}, "max_body"},
-		{"negative tolerance", Handler{Secrets: []string{"s"}, Tolerance: -1}, "tolerance"},
-		{"replay without id", Handler{Secrets: []string{"s"}, Scheme: "stripe", ReplayWindow: caddy.Duration(time.Minute)}, "carries none"},
+		{"unset env", Handler{Secrets: []string{"{env.RECEIVER_TEST_UNSET_VAR}"}}, "secret 1: "},
+		{"missing file", Handler{Secrets: []string{"{file./nonexistent/secret}"}}, "secret 1: "},
+		{"bad whsec", Handler{Secrets: []string{"whsec_!!!"}, Scheme: "standard"}, "secret 1: decoding whsec_"},
+		{"unknown scheme", Handler{Secrets: []string{"s"}, Scheme: "nope"}, `scheme: unknown "nope"`},
+		{"no secret", Handler{}, "secret: at least one is required"},
+		{"negative body", Handler{Secrets: []string{"s"}, MaxBody: -1}, "max_body: must not be negative"},
+		{"negative tolerance", Handler{Secrets: []string{"s"}, Tolerance: -1}, "tolerance: must not be negative"},
+		{"negative read timeout", Handler{Secrets: []string{"s"}, ReadTimeout: -1}, "read_timeout: must not be negative"},
+		{"negative window", Handler{Secrets: []string{"s"}, ReplayWindow: -1}, "replay_window: must not be negative"},
+		{"replay without id", Handler{Secrets: []string{"s"}, Scheme: "stripe", ReplayWindow: caddy.Duration(time.Minute)}, "replay_window: needs a delivery id, and scheme stripe carries none"},
+		{"storage without window", Handler{Secrets: []string{"s"}, ReplayStorage: "postgres://db/x"}, "replay_storage: needs replay_window"},
+		{"storage not a URL", Handler{Secrets: []string{"s"}, ReplayWindow: caddy.Duration(time.Minute), ReplayStorage: "host=db dbname=x"},
+			"replay_storage: must be a postgres:// or postgresql:// URL"},
+		{"storage of another scheme", Handler{Secrets: []string{"s"}, ReplayWindow: caddy.Duration(time.Minute), ReplayStorage: "mysql://db/x"},
+			"replay_storage: must be a postgres:// or postgresql:// URL"},
+		{"storage from an unset env", Handler{Secrets: []string{"s"}, ReplayWindow: caddy.Duration(time.Minute), ReplayStorage: "{env.RECEIVER_TEST_UNSET_VAR}"},
+			"replay_storage: "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
