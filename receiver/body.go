@@ -2,12 +2,13 @@ package receiver
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-webhooks/caddy-webhooks/internal/httpjson"
 )
 
 var errBodyTooLarge = errors.New("body too large")
@@ -85,11 +86,11 @@ func setBody(r *http.Request, body []byte) {
 	}
 }
 
-// writeJSON answers with status and v as JSON.
+// writeJSON answers with status and v as JSON, as every handler of the
+// project does.
 func writeJSON(w http.ResponseWriter, status int, v any) error {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	return json.NewEncoder(w).Encode(v)
+	httpjson.Write(w, status, v)
+	return nil
 }
 
 // refuseUnread answers a request whose body was not read, or not read

@@ -8,8 +8,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/dustin/go-humanize"
 
+	"github.com/caddy-webhooks/caddy-webhooks/internal/bodysize"
 	"github.com/caddy-webhooks/caddy-webhooks/signature"
 )
 
@@ -77,14 +77,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
-			size, err := humanize.ParseBytes(d.Val())
+			size, err := bodysize.Parse(d.Val())
 			if err != nil {
 				return d.Errf("max_body: %v", err)
 			}
-			if size == 0 || size > 1<<62 {
-				return d.Errf("max_body: must be between 1 byte and 4EiB, got %s", d.Val())
-			}
-			h.MaxBody = int64(size)
+			h.MaxBody = size
 			if d.NextArg() {
 				return d.ArgErr()
 			}

@@ -71,7 +71,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "scheme with two values", input: "webhook_verify {\n scheme github stripe\n}", err: "wrong argument count"},
 		{name: "header without value", input: "webhook_verify {\n header\n}", err: "wrong argument count"},
 		{name: "bad size", input: "webhook_verify {\n max_body lots\n}", err: "max_body: "},
-		{name: "zero size", input: "webhook_verify {\n max_body 0\n}", err: "max_body: must be between"},
+		{name: "zero size", input: "webhook_verify {\n max_body 0\n}", err: "max_body: size \"0\" out of range"},
 		{name: "bad tolerance", input: "webhook_verify {\n tolerance soon\n}", err: "tolerance: "},
 		{name: "zero tolerance", input: "webhook_verify {\n tolerance 0s\n}", err: "tolerance: must be positive"},
 		{name: "negative window", input: "webhook_verify {\n replay_window -1m\n}", err: "replay_window: must be positive"},

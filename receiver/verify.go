@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-webhooks/caddy-webhooks/internal/bodysize"
 	"github.com/caddy-webhooks/caddy-webhooks/signature"
 )
 
@@ -21,7 +22,7 @@ func init() {
 
 const (
 	defaultScheme    = "x-signature"
-	defaultMaxBody   = 1000 * 1000 // "1MB" as humanize and request_body's max_size read it
+	defaultMaxBody   = bodysize.Default
 	defaultTolerance = 5 * time.Minute
 	// defaultReadTimeout is long enough for a megabyte over a slow mobile
 	// link, and short enough that connections trickling bodies cannot pile
