@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -161,17 +162,24 @@ func (a *api) mintPortalToken(w http.ResponseWriter, r *http.Request, ob *outbox
 	if err := validAppID(appID); err != nil {
 		return err
 	}
-	var in struct {
-		TTL *string `json:"ttl"`
-	}
+	// Decoded by hand: encoding/json matches field names without regard
+	// to case, and "TTL" is not "ttl".
+	var in map[string]json.RawMessage
 	if r.ContentLength != 0 {
 		if err := decodeBody(w, r, &in); err != nil {
 			return err
 		}
 	}
 	ttl := portalTTLDefault
-	if in.TTL != nil {
-		d, err := caddy.ParseDuration(*in.TTL)
+	for name, raw := range in {
+		if name != "ttl" {
+			return &outbox.ValidationError{Field: name, Message: "unknown field"}
+		}
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return &outbox.ValidationError{Field: "ttl", Message: "must be a string such as \"1h\""}
+		}
+		d, err := caddy.ParseDuration(s)
 		if err != nil || d < portalTTLMin || d > portalTTLMax {
 			return &outbox.ValidationError{Field: "ttl", Message: fmt.Sprintf("must be a duration from %v to %v, such as \"1h\"", portalTTLMin, portalTTLMax)}
 		}
