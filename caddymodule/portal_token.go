@@ -105,6 +105,12 @@ func parsePortalToken(s string) (portalToken, bool) {
 	return t, true
 }
 
+// signedWith reports, in constant time, whether a parsed token's MAC is
+// the one key makes.
+func (t portalToken) signedWith(key []byte) bool {
+	return hmac.Equal(t.mac, portalMAC(key, t.header, t.AppID))
+}
+
 // verifyPortalToken checks a token's MAC (in constant time), its expiry
 // at now and its generation, and returns what it grants.
 func verifyPortalToken(ctx context.Context, ob *outbox.Outbox, s string, now time.Time) (portalToken, error) {
@@ -116,7 +122,7 @@ func verifyPortalToken(ctx context.Context, ob *outbox.Outbox, s string, now tim
 	if err != nil {
 		return portalToken{}, err
 	}
-	if !hmac.Equal(t.mac, portalMAC(key, t.header, t.AppID)) {
+	if !t.signedWith(key) {
 		return portalToken{}, errBadToken
 	}
 	if !now.Before(t.Expires) {
