@@ -15,7 +15,6 @@ import (
 
 	"github.com/chromedp/cdproto/target"
 	"github.com/chromedp/chromedp"
-
 )
 
 // serviceListener reserves the address of a service's own site. It is
