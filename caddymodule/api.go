@@ -44,6 +44,8 @@ func newAPI(source func() *outbox.Outbox, logger *zap.Logger) *api {
 		"POST " + hook + "/recover":                        a.recover,
 		"POST " + hook + "/test":                           a.test,
 		"GET " + hook + "/stats":                           a.stats,
+		"POST /webhooks/apps/{appId}/portal-tokens":        a.mintPortalToken,
+		"DELETE /webhooks/apps/{appId}/portal-tokens":      a.revokePortalTokens,
 	} {
 		a.mux.Handle(pattern, a.handle(fn))
 	}

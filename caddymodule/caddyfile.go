@@ -21,6 +21,9 @@ func init() {
 
 	httpcaddyfile.RegisterDirectiveOrder("webhook_admin", httpcaddyfile.Before, "respond")
 	httpcaddyfile.RegisterHandlerDirective("webhook_admin", parseHandler[Admin])
+
+	httpcaddyfile.RegisterDirectiveOrder("webhook_portal", httpcaddyfile.Before, "respond")
+	httpcaddyfile.RegisterHandlerDirective("webhook_portal", parseHandler[Portal])
 }
 
 // parseGlobalOption sets up the webhooks app from the global option. Syntax:

@@ -56,6 +56,8 @@ func TestOpenAPIDocument(t *testing.T) {
 		"GET /webhooks/events",
 		"GET /webhooks/apps",
 		"GET /webhooks/openapi.json",
+		"POST /webhooks/apps/{appId}/portal-tokens",
+		"DELETE /webhooks/apps/{appId}/portal-tokens",
 	} {
 		method, path, _ := strings.Cut(route, " ")
 		if doc.Paths.Find(path) == nil || doc.Paths.Find(path).GetOperation(method) == nil {
@@ -234,6 +236,16 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 
 	c.check(204, "DELETE", one, "")
 	c.check(404, "DELETE", one, "")
+
+	const tokens = "/webhooks/apps/app1/portal-tokens"
+	c.check(201, "POST", tokens, `{"ttl":"30m"}`)
+	c.check(201, "POST", tokens, "")
+	c.check(400, "POST", tokens, `{"ttl":"48h"}`)
+	c.check(400, "POST", "/webhooks/apps/app%20one/portal-tokens", `{}`)
+	c.check(413, "POST", tokens, `{"ttl":"`+strings.Repeat("1", maxAPIBody)+`s"}`)
+	c.check(415, "POST", tokens, `{}`, "Content-Type", "text/plain")
+	c.check(204, "DELETE", tokens, "")
+	c.check(400, "DELETE", "/webhooks/apps/app%20one/portal-tokens", "")
 
 	// Every unsafe route refuses a cross-site browser.
 	c.operations(func(method, path string, op *openapi3.Operation) {

@@ -112,6 +112,8 @@ type Outbox struct {
 	closed  atomic.Bool
 
 	d *dispatcher
+
+	portalKey atomic.Pointer[[]byte] // read once from the store
 }
 
 // New makes an Outbox on store. Start begins committing and delivering.

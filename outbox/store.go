@@ -61,6 +61,19 @@ type Store interface {
 	// SetRetention says how long finished deliveries (history) and events
 	// are kept; the store expires them itself.
 	SetRetention(history, events time.Duration)
+
+	// PortalKey returns the key that signs portal tokens. The first call
+	// on a store without one stores fresh; every later call, from any
+	// process sharing the store, returns that first key, so every sidecar
+	// of a fleet accepts the tokens of the others.
+	PortalKey(ctx context.Context, fresh []byte) ([]byte, error)
+	// PortalGeneration returns the generation of an app's portal tokens:
+	// 0 until they are first revoked. Tokens carry the generation they
+	// were minted in and are valid only while it is current.
+	PortalGeneration(ctx context.Context, appID string) (uint64, error)
+	// RevokePortalTokens increments an app's generation durably, which
+	// invalidates every token minted before, and returns the new one.
+	RevokePortalTokens(ctx context.Context, appID string) (uint64, error)
 }
 
 // Ingest is one event to commit with its deliveries.

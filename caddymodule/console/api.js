@@ -1,6 +1,9 @@
 // The management API client. Every URL is relative to the console's own,
 // so the page works behind any route that keeps the /webhooks/ prefix, and
 // every request is same-origin (the API refuses cross-origin writes).
+// In tenant mode (tenant.js) every request carries the portal token.
+
+import { tenant, forget, expired } from './tenant.js';
 
 const base = new URL('../', location.href);
 // Credentials typed into the address bar must not end up in fetch URLs
@@ -25,6 +28,7 @@ export class ApiError extends Error {
 // call sends a request and returns the decoded answer (null for 204).
 export async function call(method, path, body, signal) {
   const init = { method, headers: { Accept: 'application/json' }, signal, cache: 'no-store' };
+  if (tenant?.token) init.headers.Authorization = `Bearer ${tenant.token}`;
   if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -45,7 +49,10 @@ export async function call(method, path, body, signal) {
   }
   if (!res.ok) {
     let message = data && typeof data.error === 'string' ? data.error : `the server answered ${res.status}`;
-    if (res.status === 401) message = 'not signed in (401); reload the page to sign in again';
+    if (res.status === 401 && tenant) {
+      forget();
+      message = expired;
+    } else if (res.status === 401) message = 'not signed in (401); reload the page to sign in again';
     throw new ApiError(res.status, message);
   }
   return data;
@@ -81,6 +88,7 @@ let catalog;
 
 // events returns the event catalog, fetched once per page load.
 export function events(signal) {
+  if (tenant) return Promise.resolve(tenant.events);
   catalog ??= call('GET', paths.events(), undefined, signal).then((r) => r.data).catch((err) => {
     catalog = undefined;
     throw err;

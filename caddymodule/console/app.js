@@ -7,9 +7,11 @@ import { showApps, showApp } from './apps.js';
 import { showForm } from './form.js';
 import { showWebhook } from './webhook.js';
 import { showDelivery } from './delivery.js';
+import { tenant } from './tenant.js';
 
 const routes = [
-  [/^#?\/?$/, showApps],
+  // In tenant mode home is the one app: there is no app picker.
+  [/^#?\/?$/, tenant ? (view) => showApp(view, tenant.app) : showApps],
   [/^#\/apps\/([^/]+)$/, showApp],
   [/^#\/apps\/([^/]+)\/new$/, (view, app) => showForm(view, app)],
   [/^#\/apps\/([^/]+)\/webhooks\/([^/]+)$/, showWebhook],
@@ -46,6 +48,8 @@ class View {
   page(title, crumbs, ...content) {
     if (!this.live) return;
     document.title = `${title} · Webhooks`;
+    // A tenant sees one app: no crumb leads to the list of apps.
+    if (tenant) crumbs = crumbs.filter(([label, href]) => href !== '#/' && !(label === 'Apps' && !href));
     replace(document.getElementById('crumbs'), h('ol', {}, crumbs.map(([label, href]) =>
       h('li', {}, href ? h('a', { href }, label) : h('span', { 'aria-current': 'page' }, label)))));
     const heading = h('h1', { tabindex: '-1' }, title);
@@ -71,6 +75,10 @@ function route() {
   current?.close();
   const view = new View(document.getElementById('main'), current === undefined);
   current = view;
+  if (tenant?.error) {
+    view.fail(new Error(tenant.error));
+    return;
+  }
   const hash = location.hash || '#/';
   for (const [pattern, show] of routes) {
     const m = pattern.exec(hash);
