@@ -1,9 +1,12 @@
 package caddymodule
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 )
 
 func init() {
@@ -14,7 +17,15 @@ func init() {
 // /webhooks/, for local operations:
 //
 //	curl localhost:2019/webhooks/apps/my-app/webhooks
+//
+// Caddy replaces the admin endpoint with the new config's before it loads
+// the config's apps, and keeps the replacement when the load then fails.
+// So the routes serve the webhooks app of the config that is running, and
+// this config's own app only until one runs (a first start); and the
+// metrics are registered into this config's registry, which the admin
+// endpoint's /metrics serves from now on, whether the load succeeds or not.
 type adminAPI struct {
+	app *App // of this config; nil if it has none or it failed to load
 	api *api
 }
 
@@ -26,17 +37,47 @@ func (adminAPI) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision finds the webhooks app, if the config has one; it does not
-// create one that is not configured.
+// Provision finds the webhooks app, if this config or the running one has
+// one; it does not create one that is not configured.
 func (a *adminAPI) Provision(ctx caddy.Context) error {
 	app, err := ctx.AppIfConfigured("webhooks")
-	if err != nil {
-		// Not configured, or it failed to load (which fails the config
-		// load anyway): the routes answer 404.
+	switch {
+	case err == nil:
+		a.app = app.(*App)
+	case errors.Is(err, caddy.ErrNotConfigured) && runningApp() == nil:
+		// The routes answer 404.
 		return nil
 	}
-	a.api = newAPI(app.(*App).Outbox, ctx.Logger(a))
+	// err is this config's app failing to load, which fails the whole
+	// load: the running config keeps serving, through these routes too.
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+	a.api = newAPI(a.outbox, ctx.Logger(a))
 	return nil
+}
+
+// outbox is the running config's outbox, or before one runs, this
+// config's.
+func (a *adminAPI) outbox() *outbox.Outbox {
+	if app := runningApp(); app != nil {
+		if ob := app.Outbox(); ob != nil {
+			return ob
+		}
+	}
+	if a.app != nil {
+		return a.app.Outbox()
+	}
+	return nil
+}
+
+// runningApp is the webhooks app of the config Caddy is running, or nil.
+func runningApp() *App {
+	app, err := caddy.ActiveContext().AppIfConfigured("webhooks")
+	if err != nil {
+		return nil
+	}
+	return app.(*App)
 }
 
 // Routes returns the admin routes of the webhooks app.
@@ -48,7 +89,7 @@ func (a *adminAPI) Routes() []caddy.AdminRoute {
 }
 
 func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
-	if a.api == nil {
+	if a.api == nil || (a.app == nil && runningApp() == nil) {
 		// Written here rather than returned as a caddy.APIError (which
 		// has the same shape), so an unconfigured app logs no error.
 		writeError(w, http.StatusNotFound, "webhooks app is not configured")

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"path"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -47,7 +49,7 @@ func newAPI(source func() *outbox.Outbox, logger *zap.Logger) *api {
 		"POST /webhooks/apps/{appId}/portal-tokens":        a.mintPortalToken,
 		"DELETE /webhooks/apps/{appId}/portal-tokens":      a.revokePortalTokens,
 	} {
-		a.mux.Handle(pattern, a.handle(fn))
+		a.mux.Handle(pattern, a.handle(fn, strings.Contains(pattern, "{appId}")))
 	}
 	// The API's description needs no running outbox.
 	a.mux.HandleFunc("GET /webhooks/openapi.json", serveOpenAPI)
@@ -67,6 +69,12 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, "cross-origin request refused")
 		return
 	}
+	if !canonicalPath(r.URL.Path) {
+		// ServeMux would redirect to the cleaned path, in HTML; an API
+		// has no such resource.
+		writeError(w, http.StatusNotFound, "no such resource: "+r.URL.Path)
+		return
+	}
 	if _, pattern := a.mux.Handler(r); pattern == "" {
 		// Found nothing: let the mux tell 404 from 405 (and its Allow
 		// header), then answer in JSON.
@@ -83,8 +91,25 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.mux.ServeHTTP(w, r)
 }
 
-func (a *api) handle(fn apiFunc) http.Handler {
+// canonicalPath reports whether p has no empty, "." or ".." segment.
+func canonicalPath(p string) bool {
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c == p
+}
+
+// handle runs a route; one that names an app refuses an invalid app id
+// before anything else, so no store sees one.
+func (a *api) handle(fn apiFunc, namesApp bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if namesApp {
+			if err := outbox.CheckAppID(r.PathValue("appId")); err != nil {
+				writeOutboxError(w, a.logger, err)
+				return
+			}
+		}
 		ob := a.outbox()
 		if ob == nil {
 			w.Header().Set("Retry-After", "5")
@@ -136,7 +161,7 @@ func (a *api) createWebhook(w http.ResponseWriter, r *http.Request, ob *outbox.O
 	if err != nil {
 		return err
 	}
-	w.Header().Set("Location", (&url.URL{Path: r.URL.Path + "/" + hook.ID}).EscapedPath())
+	w.Header().Set("Location", "/webhooks/apps/"+hook.AppID+"/webhooks/"+url.PathEscape(hook.ID))
 	writeJSON(w, http.StatusCreated, newWebhookView(hook))
 	return nil
 }

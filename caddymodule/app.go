@@ -173,6 +173,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Timeout:               time.Duration(a.Timeout),
 		Retention:             time.Duration(a.Retention),
 		AllowDestinations:     allow,
+		DenyEndpoints:         adminEndpoints(ctx),
 		Workers:               a.Workers,
 		MaxInFlightPerWebhook: a.MaxInFlightPerWebhook,
 		RotationGrace:         time.Duration(a.RotationGrace),

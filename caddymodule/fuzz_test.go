@@ -31,7 +31,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"go.uber.org/zap"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/fixture"
@@ -417,6 +419,7 @@ func FuzzIngest(f *testing.F) {
 	}
 	// seen are the idempotency keys answered 202, by app and key.
 	seen := map[string]outbox.IngestResult{}
+	seenBody := map[string][]byte{}
 
 	f.Fuzz(func(t *testing.T, body []byte, contentType string, method byte, idemKey string) {
 		if !validHeaderValue(contentType) || !validHeaderValue(idemKey) {
@@ -493,6 +496,13 @@ func FuzzIngest(f *testing.F) {
 		if err := exactMembers(body, evType, appID); err != nil {
 			t.Fatalf("%s answered %d, but receivers would not find its members: %v", what, rec.Code, err)
 		}
+		// Receivers must read it one way: valid UTF-8, no name twice.
+		if !jsontext.Value(body).IsValid() {
+			t.Fatalf("%s answered %d to a body that is not I-JSON", what, rec.Code)
+		}
+		if err := outbox.CheckAppID(appID); err != nil {
+			t.Fatalf("%s answered %d for an invalid app id: %v", what, rec.Code, err)
+		}
 		var res map[string]any
 		if err := json.Unmarshal([]byte(resBody), &res); err != nil {
 			t.Fatal(err)
@@ -513,6 +523,9 @@ func FuzzIngest(f *testing.F) {
 			}
 			if first.ID != id || first.Deliveries != int(count) {
 				t.Fatalf("%s answered 200 %s, want the first answer %+v", what, resBody, first)
+			}
+			if !bytes.Equal(seenBody[seenKey], body) {
+				t.Fatalf("%s answered 200 to a repeated Idempotency-Key with another body, want 422", what)
 			}
 			if p := e.pending(t); p != pending0 {
 				t.Fatalf("%s repeated an Idempotency-Key but pending deliveries went %d -> %d", what, pending0, p)
@@ -570,6 +583,7 @@ func FuzzIngest(f *testing.F) {
 			}
 			if idemKey != "" {
 				seen[seenKey] = outbox.IngestResult{ID: id, Deliveries: want}
+				seenBody[seenKey] = bytes.Clone(body)
 			}
 		default:
 			t.Fatalf("%s answered %d %s, want 200, 202 or a 4xx", what, rec.Code, resBody)
@@ -817,20 +831,30 @@ func checkApplied(t *testing.T, what string, body []byte, old, got *outbox.Webho
 	if err := json.Unmarshal(body, &in); err != nil {
 		t.Fatalf("%s was accepted but encoding/json refuses its body: %v", what, err)
 	}
+	var members map[string]json.RawMessage
+	_ = json.Unmarshal(body, &members)
+	for k := range members {
+		if !slices.Contains([]string{"name", "url", "events", "secret", "enabled"}, k) {
+			t.Fatalf("%s was accepted with member %q, not a field's exact name", what, k)
+		}
+	}
+	if !jsontext.Value(body).IsValid() {
+		t.Fatalf("%s was accepted but is not I-JSON (invalid UTF-8 or a name twice)", what)
+	}
 	if create && (in.Name == nil || in.URL == nil || in.Events == nil) {
 		t.Fatalf("%s created a webhook without name, url or events", what)
 	}
 	want := *old
 	if in.Name != nil {
 		want.Name = strings.TrimSpace(*in.Name)
-		if want.Name == "" {
-			t.Fatalf("%s was accepted with an empty name", what)
+		if want.Name == "" || utf8.RuneCountInString(want.Name) > 200 {
+			t.Fatalf("%s was accepted with a name of %d characters", what, utf8.RuneCountInString(want.Name))
 		}
 	}
 	if in.URL != nil {
 		want.URL = *in.URL
 		u, err := url.Parse(want.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.User != nil {
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.User != nil || len(want.URL) > 2048 {
 			t.Fatalf("%s was accepted with url %q", what, want.URL)
 		}
 		if addr, err := netip.ParseAddr(u.Hostname()); err == nil {

@@ -84,6 +84,10 @@ func TestIngest(t *testing.T) {
 		{"unknown type", "POST", "application/json", `{"event":"job_exploded","data":{"appId":"a"}}`, nil, 422, "job_exploded"},
 		{"long idempotency key", "POST", "application/json", event, []string{"Idempotency-Key", strings.Repeat("k", 300)}, 400, "Idempotency-Key"},
 		{"+json", "POST", "application/vnd.api+json", event, nil, 202, `"id"`},
+		{"invalid UTF-8", "POST", "application/json", "{\"event\":\"job_finished\",\"data\":{\"appId\":\"app1\",\"x\":\"\xff\"}}", nil, 400, "UTF-8"},
+		{"duplicate member", "POST", "application/json", `{"event":"job_finished","data":{"appId":"app2","appId":"app1"}}`, nil, 400, "data.appId: duplicate"},
+		{"invalid app id", "POST", "application/json", `{"event":"job_finished","data":{"appId":"a/b"}}`, nil, 400, "data.appId"},
+		{"key reused with another body", "POST", "application/json", `{"event":"job_finished","data":{"appId":"app1","other":true}}`, []string{"Idempotency-Key", "k1"}, 422, `Idempotency-Key \"k1\"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var rd *strings.Reader

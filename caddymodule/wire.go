@@ -1,8 +1,8 @@
 package caddymodule
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"go.uber.org/zap"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/httpjson"
@@ -151,48 +153,101 @@ func notFound(err error, what string) error {
 }
 
 // decodeBody decodes a JSON request body of at most maxAPIBody bytes into
-// v, refusing unknown fields. Its errors name the field and never echo a
-// value (which could be a secret).
+// v, strictly: Content-Type must say JSON, member names match the fields'
+// exactly (encoding/json would take "URL" for url), unknown and repeated
+// members are refused, the body must be valid UTF-8 and one value. Its
+// errors name the field and never echo a value (which could be a secret).
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !isJSON(ct) {
+	if !isJSON(r.Header.Get("Content-Type")) {
 		return &httpError{http.StatusUnsupportedMediaType, "Content-Type must be application/json"}
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAPIBody))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAPIBody))
+	if err != nil {
+		if tooLarge := (*http.MaxBytesError)(nil); errors.As(err, &tooLarge) {
+			return &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", tooLarge.Limit)}
+		}
+		return &httpError{http.StatusBadRequest, "reading the request body failed"}
+	}
+	return decodeStrict(data, v)
+}
+
+// decodeStrict is decodeBody's decoding, on bytes already read.
+func decodeStrict(data []byte, v any) error {
+	if len(bytes.TrimLeft(data, " \t\r\n")) == 0 {
+		return &httpError{http.StatusBadRequest, "request body is empty; want a JSON object"}
+	}
+	err := jsonv2.Unmarshal(data, v, jsonv2.RejectUnknownMembers(true))
 	if err == nil {
-		if dec.More() {
-			return &httpError{http.StatusBadRequest, "malformed JSON: more than one value in the body"}
-		}
-		if _, err := dec.Token(); err != nil && !errors.Is(err, io.EOF) {
-			return &httpError{http.StatusBadRequest, "malformed JSON after the body's value"}
-		}
 		return nil
 	}
 	var (
-		syntax   *json.SyntaxError
-		typ      *json.UnmarshalTypeError
-		tooLarge *http.MaxBytesError
+		syntax   *jsontext.SyntacticError
+		semantic *jsonv2.SemanticError
 	)
 	switch {
-	case errors.Is(err, io.EOF):
-		return &httpError{http.StatusBadRequest, "request body is empty; want a JSON object"}
-	case errors.As(err, &tooLarge):
-		return &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", tooLarge.Limit)}
+	case errors.As(err, &syntax) && errors.Is(err, jsontext.ErrDuplicateName):
+		return &outbox.ValidationError{Field: pointerField(syntax.JSONPointer), Message: "duplicate member name"}
 	case errors.As(err, &syntax):
-		return &httpError{http.StatusBadRequest, fmt.Sprintf("malformed JSON at byte %d", syntax.Offset)}
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return &httpError{http.StatusBadRequest, "malformed JSON: unexpected end of body"}
-	case errors.As(err, &typ):
-		if typ.Field == "" {
-			return &httpError{http.StatusBadRequest, fmt.Sprintf("body must be a JSON object, not %s", typ.Value)}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return &httpError{http.StatusBadRequest, "malformed JSON: unexpected end of body"}
 		}
-		return &outbox.ValidationError{Field: typ.Field, Message: fmt.Sprintf("must be %s, not %s", jsonType(typ.Type.String()), typ.Value)}
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		field := strings.TrimPrefix(err.Error(), "json: unknown field ")
-		return &outbox.ValidationError{Field: strings.Trim(field, `"`), Message: "unknown field"}
+		return &httpError{http.StatusBadRequest, fmt.Sprintf("malformed JSON at byte %d: %s", syntax.ByteOffset, syntaxReason(syntax))}
+	case errors.As(err, &semantic) && errors.Is(err, jsonv2.ErrUnknownName):
+		return &outbox.ValidationError{Field: pointerField(semantic.JSONPointer), Message: "unknown field"}
+	case errors.As(err, &semantic):
+		kind := jsonKind(semantic.JSONKind)
+		if semantic.JSONPointer == "" {
+			return &httpError{http.StatusBadRequest, "body must be a JSON object, not " + kind}
+		}
+		want := "of another type"
+		if semantic.GoType != nil {
+			want = jsonType(semantic.GoType.String())
+		}
+		return &outbox.ValidationError{Field: pointerField(semantic.JSONPointer), Message: fmt.Sprintf("must be %s, not %s", want, kind)}
 	}
 	return &httpError{http.StatusBadRequest, "malformed JSON"}
+}
+
+// syntaxReason is what is wrong at a syntax error, without the value
+// around it.
+func syntaxReason(e *jsontext.SyntacticError) string {
+	if e.Err == nil {
+		return "syntax error"
+	}
+	msg := e.Err.Error()
+	if i := strings.IndexAny(msg, "'\"`"); i >= 0 {
+		msg = strings.TrimSpace(msg[:i]) // the quoted input may be part of a secret
+	}
+	return msg
+}
+
+// pointerField spells a JSON pointer the way errors name fields:
+// /events/0 is events.0.
+func pointerField(p jsontext.Pointer) string {
+	var parts []string
+	for tok := range p.Tokens() {
+		parts = append(parts, tok)
+	}
+	return strings.Join(parts, ".")
+}
+
+// jsonKind names a JSON kind as a user would.
+func jsonKind(k jsontext.Kind) string {
+	switch k {
+	case '"':
+		return "string"
+	case '0':
+		return "number"
+	case 't', 'f':
+		return "boolean"
+	case 'n':
+		return "null"
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	}
+	return "another value"
 }
 
 // jsonType names a Go type of WebhookInput the way a JSON user would.
@@ -226,6 +281,7 @@ func writeOutboxError(w http.ResponseWriter, logger *zap.Logger, err error) {
 		he  *httpError
 		ve  *outbox.ValidationError
 		uee *outbox.UnknownEventError
+		kre *outbox.KeyReusedError
 	)
 	switch {
 	case errors.As(err, &he):
@@ -234,6 +290,8 @@ func writeOutboxError(w http.ResponseWriter, logger *zap.Logger, err error) {
 		writeError(w, http.StatusBadRequest, ve.Error())
 	case errors.As(err, &uee):
 		writeError(w, http.StatusUnprocessableEntity, uee.Error())
+	case errors.As(err, &kre):
+		writeError(w, http.StatusUnprocessableEntity, kre.Error())
 	case errors.Is(err, outbox.ErrNotFound):
 		writeError(w, http.StatusNotFound, "not found")
 	case errors.Is(err, outbox.ErrConflict):

@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strconv"
 	"sync"
@@ -54,7 +53,7 @@ func newDispatcher(o *Outbox) *dispatcher {
 	dialer := &net.Dialer{
 		Timeout:   10 * time.Second,
 		KeepAlive: 30 * time.Second,
-		Control:   dialControl(func() []netip.Prefix { return o.options().AllowDestinations }),
+		Control:   dialControl(o.options),
 	}
 	d.client = &http.Client{
 		Transport: &http.Transport{

@@ -1,19 +1,27 @@
 package outbox
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // ParseEvent checks an ingest body: valid JSON with "event" and an object
-// "data" carrying "appId". Member names match exactly, and the last of a
-// repeated name wins, as JSON.parse does: encoding/json's struct decoding
-// folds case, which would route {"EVENT": ...} by a member that receivers
-// never see.
+// "data" carrying a valid "appId". Member names match exactly:
+// encoding/json's struct decoding folds case, which would route
+// {"EVENT": ...} by a member that receivers never see. The body must be
+// I-JSON (RFC 7493): valid UTF-8 and no member name twice in an object,
+// since receivers' parsers disagree on which of two names wins and on what
+// invalid UTF-8 becomes, and the body is forwarded byte for byte.
 func ParseEvent(body []byte) (eventType, appID string, err error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(body, &top); err != nil {
@@ -42,7 +50,43 @@ func ParseEvent(body []byte) (eventType, appID string, err error) {
 	if err != nil {
 		return "", "", err
 	}
+	if err := CheckAppID(appID); err != nil {
+		err.(*ValidationError).Field = "data.appId"
+		return "", "", err
+	}
+	if err := checkIJSON(body); err != nil {
+		return "", "", err
+	}
 	return eventType, appID, nil
+}
+
+// checkIJSON refuses a body, already known to be JSON, that is not valid
+// UTF-8 or repeats a member name in an object at any depth.
+func checkIJSON(body []byte) error {
+	if !utf8.Valid(body) {
+		return invalid("body", "not valid UTF-8")
+	}
+	if jsontext.Value(body).IsValid() {
+		return nil
+	}
+	_, err := jsontext.NewDecoder(bytes.NewReader(body)).ReadValue()
+	var se *jsontext.SyntacticError
+	if errors.As(err, &se) && errors.Is(err, jsontext.ErrDuplicateName) {
+		return invalid(pointerField(se.JSONPointer), "duplicate member name")
+	}
+	// What encoding/json accepts and I-JSON does not, beside the above:
+	// an escaped lone surrogate ("\ud800"), which is no character.
+	return invalid("body", "not valid I-JSON (a string escapes an invalid character)")
+}
+
+// pointerField spells a JSON pointer the way errors name fields:
+// /data/appId is data.appId.
+func pointerField(p jsontext.Pointer) string {
+	var parts []string
+	for tok := range p.Tokens() {
+		parts = append(parts, tok)
+	}
+	return strings.Join(parts, ".")
 }
 
 // jsonString reads a required, non-empty JSON string member.
@@ -78,6 +122,10 @@ func (o *Outbox) Ingest(ctx context.Context, body []byte, idempotencyKey string)
 	now := time.Now()
 	ev := &Event{ID: newID(), AppID: appID, Type: evType, ReceivedAt: now, Body: slices.Clone(body)}
 	in := &Ingest{Event: ev, IdempotencyKey: idempotencyKey}
+	if idempotencyKey != "" {
+		sum := sha256.Sum256(body)
+		in.BodyHash = sum[:]
+	}
 	for _, w := range hooks {
 		if !w.Subscribes(evType) {
 			continue
@@ -86,6 +134,9 @@ func (o *Outbox) Ingest(ctx context.Context, body []byte, idempotencyKey string)
 	}
 	if err := o.commit(ctx, in); err != nil {
 		return IngestResult{}, err
+	}
+	if in.Result.KeyReused {
+		return IngestResult{}, &KeyReusedError{Key: idempotencyKey}
 	}
 	if !in.Result.Duplicate {
 		o.options().Observer.EventReceived(evType)

@@ -156,6 +156,13 @@ func (e *UnknownEventError) Error() string {
 	return fmt.Sprintf("event type %q is not in the catalog", e.Type)
 }
 
+// KeyReusedError is an Idempotency-Key used again with another body.
+type KeyReusedError struct{ Key string }
+
+func (e *KeyReusedError) Error() string {
+	return fmt.Sprintf("Idempotency-Key %q was already used with another body", e.Key)
+}
+
 var (
 	// ErrNotFound is a webhook or delivery that does not exist.
 	ErrNotFound = errors.New("not found")

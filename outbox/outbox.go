@@ -31,6 +31,9 @@ type Options struct {
 	// AllowDestinations are ranges a delivery may reach although they are
 	// loopback, private, link-local, unspecified or multicast.
 	AllowDestinations []netip.Prefix
+	// DenyEndpoints are never reached, even inside AllowDestinations:
+	// Caddy's admin endpoint, which a delivery could otherwise reconfigure.
+	DenyEndpoints []Endpoint
 	// Workers is how many attempts run at once; default 64.
 	Workers int
 	// MaxInFlightPerWebhook caps concurrent attempts to one webhook so a

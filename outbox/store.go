@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"time"
@@ -18,7 +19,9 @@ type Store interface {
 	// is atomic. Commit is called concurrently (a few batches at a time)
 	// and must keep idempotency keys exact across concurrent calls.
 	// An Ingest whose idempotency key was seen before is not written; its
-	// Result is filled with the first event's id and delivery count.
+	// Result is filled with the first event's id and delivery count, and
+	// KeyReused when the key was stored with another BodyHash (a key
+	// stored without one matches any body).
 	Commit(ctx context.Context, batch []*Ingest) error
 
 	// Webhooks, by app.
@@ -81,6 +84,10 @@ type Ingest struct {
 	Event          *Event
 	Deliveries     []*Delivery
 	IdempotencyKey string
+	// BodyHash is the SHA-256 of the event's body, set with an
+	// IdempotencyKey and stored with it, so a key reused for another body
+	// is told from a retry of the same one.
+	BodyHash []byte
 	// Result is filled by Commit.
 	Result IngestResult
 }
@@ -94,6 +101,15 @@ type IngestResult struct {
 	Deliveries int
 	// Duplicate is set when an idempotency key matched an earlier event.
 	Duplicate bool
+	// KeyReused is set with Duplicate when that earlier event's body was
+	// another one.
+	KeyReused bool
+}
+
+// SameBody reports whether a stored idempotency key's body hash matches
+// this ingest's: a key stored before hashes were kept matches any body.
+func (in *Ingest) SameBody(stored []byte) bool {
+	return len(stored) == 0 || bytes.Equal(stored, in.BodyHash)
 }
 
 // ClaimRequest is what the dispatcher can take in one claim. The store

@@ -2,11 +2,12 @@ package outbox
 
 import (
 	"context"
-	"net/netip"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // WebhookInput is a create or edit request. On edit, nil fields stay as
@@ -20,6 +21,9 @@ type WebhookInput struct {
 }
 
 const maxSecretLen = 1024
+
+// maxNameLen bounds a webhook's name, in characters (not bytes).
+const maxNameLen = 200
 
 func (o *Outbox) validate(in *WebhookInput, create bool) error {
 	opts := o.options()
@@ -38,13 +42,13 @@ func (o *Outbox) validate(in *WebhookInput, create bool) error {
 		if n == "" {
 			return invalid("name", "must not be empty")
 		}
-		if len(n) > 200 {
-			return invalid("name", "longer than 200 characters")
+		if utf8.RuneCountInString(n) > maxNameLen {
+			return invalid("name", "longer than %d characters", maxNameLen)
 		}
 		in.Name = &n
 	}
 	if in.URL != nil {
-		if err := checkURL(*in.URL, opts.AllowDestinations); err != nil {
+		if err := checkURL(*in.URL, opts); err != nil {
 			return err
 		}
 	}
@@ -72,7 +76,13 @@ func (o *Outbox) validate(in *WebhookInput, create bool) error {
 	return nil
 }
 
-func checkURL(raw string, allow []netip.Prefix) error {
+// maxURLLen bounds a webhook URL, as browsers and proxies commonly do.
+const maxURLLen = 2048
+
+func checkURL(raw string, opts *Options) error {
+	if len(raw) > maxURLLen {
+		return invalid("url", "longer than %d bytes", maxURLLen)
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return invalid("url", "not a URL")
@@ -86,9 +96,17 @@ func checkURL(raw string, allow []netip.Prefix) error {
 	if u.User != nil {
 		return invalid("url", "must not contain credentials")
 	}
-	if addr, err := netip.ParseAddr(u.Hostname()); err == nil {
-		if reason := blockedReason(addr, allow); reason != "" {
-			return invalid("url", "destination %s is %s and not in allow_destinations", addr, reason)
+	port := defaultPort(u.Scheme)
+	if p := u.Port(); p != "" {
+		n, err := strconv.ParseUint(p, 10, 16)
+		if err != nil || n == 0 {
+			return invalid("url", "port must be from 1 to 65535")
+		}
+		port = uint16(n)
+	}
+	if addr, ok := hostIP(u.Hostname()); ok {
+		if err := checkAddr(addr, port, opts); err != nil {
+			return invalid("url", "%v", err)
 		}
 	}
 	return nil
@@ -96,8 +114,8 @@ func checkURL(raw string, allow []netip.Prefix) error {
 
 // CreateWebhook adds a webhook to an app.
 func (o *Outbox) CreateWebhook(ctx context.Context, appID string, in WebhookInput) (*Webhook, error) {
-	if appID == "" {
-		return nil, invalid("appId", "missing")
+	if err := CheckAppID(appID); err != nil {
+		return nil, err
 	}
 	if err := o.validate(&in, true); err != nil {
 		return nil, err

@@ -79,7 +79,7 @@ func (s *Store) write(batch []*outbox.Ingest) (uint64, error) {
 				if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &first) }); err != nil {
 					return 0, fmt.Errorf("reading idempotency key: %w", err)
 				}
-				in.Result = outbox.IngestResult{ID: first.ID, Deliveries: first.Deliveries, Duplicate: true}
+				in.Result = outbox.IngestResult{ID: first.ID, Deliveries: first.Deliveries, Duplicate: true, KeyReused: !in.SameBody(first.BodyHash)}
 				continue
 			} else if !errors.Is(err, badger.ErrKeyNotFound) {
 				return 0, fmt.Errorf("reading idempotency key: %w", unavailable(err))
@@ -156,7 +156,7 @@ func ingestEntries(in *outbox.Ingest, evTTL, historyTTL time.Duration) ([]*badge
 	}
 	entries := []*badger.Entry{badger.NewEntry(eventKey(in.Event.ID), ev).WithTTL(evTTL)}
 	if in.IdempotencyKey != "" {
-		res, _ := json.Marshal(idemRecord{ID: in.Result.ID, Deliveries: in.Result.Deliveries})
+		res, _ := json.Marshal(idemRecord{ID: in.Result.ID, Deliveries: in.Result.Deliveries, BodyHash: in.BodyHash})
 		entries = append(entries, badger.NewEntry(idemKey(in.Event.AppID, in.IdempotencyKey), res).WithTTL(outbox.IdempotencyWindow))
 	}
 	for _, d := range in.Deliveries {

@@ -131,9 +131,11 @@ func decodeDelivery(v []byte) (*outbox.Delivery, time.Time, error) {
 }
 
 // idemRecord is what an idempotency key remembers of its first event.
+// Records written before BodyHash existed have none and match any body.
 type idemRecord struct {
 	ID         string `json:"id"`
 	Deliveries int    `json:"deliveries"`
+	BodyHash   []byte `json:"bodyHash,omitempty"`
 }
 
 func webhookKey(appID, id string) []byte {

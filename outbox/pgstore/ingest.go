@@ -118,13 +118,14 @@ func (s *Store) checkIdempotency(ctx context.Context, tx pgx.Tx, batch []*outbox
 		keyed = append(keyed, in)
 		// An expired key still in the table (cleanup runs every minute)
 		// counts as absent: the new event takes it over.
-		b.Queue(`INSERT INTO idempotency (app_id, key, event_id, deliveries, expires_at)
-			VALUES ($1, $2, $3, $4, now() + $5 * interval '1 microsecond')
+		b.Queue(`INSERT INTO idempotency (app_id, key, event_id, deliveries, expires_at, body_hash)
+			VALUES ($1, $2, $3, $4, now() + $5 * interval '1 microsecond', $6)
 			ON CONFLICT (app_id, key) DO UPDATE
-				SET event_id = excluded.event_id, deliveries = excluded.deliveries, expires_at = excluded.expires_at
+				SET event_id = excluded.event_id, deliveries = excluded.deliveries, expires_at = excluded.expires_at,
+					body_hash = excluded.body_hash
 				WHERE idempotency.expires_at <= now()
 			RETURNING event_id`,
-			in.Event.AppID, in.IdempotencyKey, in.Event.ID, len(in.Deliveries), micros(outbox.IdempotencyWindow))
+			in.Event.AppID, in.IdempotencyKey, in.Event.ID, len(in.Deliveries), micros(outbox.IdempotencyWindow), in.BodyHash)
 	}
 	if len(keyed) == 0 {
 		return nil
@@ -153,16 +154,19 @@ func (s *Store) checkIdempotency(ctx context.Context, tx pgx.Tx, batch []*outbox
 	// INSERT above waited for (READ COMMITTED takes a new snapshot).
 	b = &pgx.Batch{}
 	for _, in := range taken {
-		b.Queue(`SELECT event_id, deliveries FROM idempotency WHERE app_id = $1 AND key = $2`, in.Event.AppID, in.IdempotencyKey)
+		b.Queue(`SELECT event_id, deliveries, body_hash FROM idempotency WHERE app_id = $1 AND key = $2`, in.Event.AppID, in.IdempotencyKey)
 	}
 	br = tx.SendBatch(ctx, b)
 	defer br.Close()
 	for _, in := range taken {
-		var res outbox.IngestResult
-		if err := br.QueryRow().Scan(&res.ID, &res.Deliveries); err != nil {
+		var (
+			res  outbox.IngestResult
+			hash []byte
+		)
+		if err := br.QueryRow().Scan(&res.ID, &res.Deliveries, &hash); err != nil {
 			return pgErr("reading idempotency key", err)
 		}
-		res.Duplicate = true
+		res.Duplicate, res.KeyReused = true, !in.SameBody(hash)
 		in.Result = res
 	}
 	return nil

@@ -20,6 +20,9 @@ func (s *Store) invalidate() {
 
 // CreateWebhook stores a new webhook.
 func (s *Store) CreateWebhook(ctx context.Context, w *outbox.Webhook) error {
+	if err := outbox.CheckAppID(w.AppID); err != nil {
+		return err
+	}
 	defer s.invalidate()
 	_, err := s.pool.Exec(ctx, `INSERT INTO webhooks (`+pgWebhookCols+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,

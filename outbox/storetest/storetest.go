@@ -35,6 +35,8 @@ func Run(t *testing.T, open func(t *testing.T) outbox.Store) {
 	t.Run("DeleteWhileInFlight", func(t *testing.T) { suiteDeleteInFlight(t, open(t)) })
 	t.Run("EventOutlivesLateRetry", func(t *testing.T) { suiteEventOutlivesLateRetry(t, open(t)) })
 	t.Run("Portal", func(t *testing.T) { suitePortal(t, open(t)) })
+	t.Run("AppIDs", func(t *testing.T) { suiteAppIDs(t, open(t)) })
+	t.Run("IdempotencyBodyHash", func(t *testing.T) { suiteIdempotencyBodyHash(t, open(t)) })
 }
 
 // ---- helpers ----
