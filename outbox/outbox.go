@@ -45,6 +45,9 @@ type Options struct {
 	Logger *zap.Logger
 	// Observer receives metrics; default none.
 	Observer Observer
+	// Operational, when set, is where the sender reports on itself
+	// (see OperationalWebhook).
+	Operational *OperationalWebhook
 }
 
 func (o Options) withDefaults() Options {
@@ -111,7 +114,8 @@ type Outbox struct {
 	done    sync.WaitGroup
 	closed  atomic.Bool
 
-	d *dispatcher
+	d   *dispatcher
+	ops operationalState
 }
 
 // New makes an Outbox on store. Start begins committing and delivering.
@@ -144,6 +148,7 @@ func (o *Outbox) Configure(opts Options) {
 	if o.d != nil {
 		o.d.configure(&opts)
 	}
+	o.syncOperational(opts.Operational)
 }
 
 func (o *Outbox) options() *Options { return o.opts.Load() }

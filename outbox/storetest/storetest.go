@@ -34,6 +34,7 @@ func Run(t *testing.T, open func(t *testing.T) outbox.Store) {
 	t.Run("EventBodyByteForByte", func(t *testing.T) { suiteEventBody(t, open(t)) })
 	t.Run("DeleteWhileInFlight", func(t *testing.T) { suiteDeleteInFlight(t, open(t)) })
 	t.Run("EventOutlivesLateRetry", func(t *testing.T) { suiteEventOutlivesLateRetry(t, open(t)) })
+	RunEvents(t, open)
 }
 
 // ---- helpers ----
