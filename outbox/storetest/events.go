@@ -128,7 +128,9 @@ func suiteEventLogFilters(t *testing.T, s outbox.Store) {
 	if got := listAll(t, s, "a", outbox.EventFilter{Since: time.Now().Add(time.Hour), Limit: 100}); len(got) != 0 {
 		t.Fatalf("since the future: %v", got)
 	}
-	match := func(ev *outbox.Event) bool { return bytes.Contains(ev.Body, []byte(`"n":5}`)) || bytes.Contains(ev.Body, []byte(`"n":8}`)) }
+	match := func(ev *outbox.Event) bool {
+		return bytes.Contains(ev.Body, []byte(`"n":5}`)) || bytes.Contains(ev.Body, []byte(`"n":8}`))
+	}
 	if got, want := listAll(t, s, "a", outbox.EventFilter{Match: match, MaxScan: 100, Limit: 1}), []string{ins[8].Event.ID, ins[5].Event.ID}; !slices.Equal(got, want) {
 		t.Fatalf("matched: %v, want %v", got, want)
 	}
