@@ -1,0 +1,13 @@
+package pgstore
+
+import (
+	"testing"
+
+	"github.com/caddy-webhooks/caddy-webhooks/internal/pgtest"
+	"github.com/caddy-webhooks/caddy-webhooks/outbox/storetest"
+)
+
+func BenchmarkPostgresEventLog(b *testing.B) {
+	s := openPostgres(b, pgtest.DSN(b), Options{})
+	storetest.BenchEventLog(b, s)
+}
