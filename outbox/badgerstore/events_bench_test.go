@@ -12,5 +12,5 @@ func BenchmarkEventLog(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer s.Close()
-	storetest.BenchEventLog(b, s)
+	storetest.BenchEventLog(b, s, nil)
 }

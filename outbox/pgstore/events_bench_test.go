@@ -1,6 +1,7 @@
 package pgstore
 
 import (
+	"context"
 	"testing"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/pgtest"
@@ -9,5 +10,9 @@ import (
 
 func BenchmarkPostgresEventLog(b *testing.B) {
 	s := openPostgres(b, pgtest.DSN(b), Options{})
-	storetest.BenchEventLog(b, s)
+	storetest.BenchEventLog(b, s, func() {
+		if _, err := s.pool.Exec(context.Background(), `ANALYZE events; ANALYZE deliveries`); err != nil {
+			b.Fatal(err)
+		}
+	})
 }
