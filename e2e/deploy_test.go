@@ -36,7 +36,7 @@ func TestDeployExpressionsNameExportedMetrics(t *testing.T) {
 	// One delivery, so the duration histogram has a series.
 	s.createWebhook(t, "app1", map[string]any{"name": "m", "url": rc.url("/m"), "events": []string{"job_finished"}})
 	s.mustIngest(t, []byte(`{"event":"job_finished","data":{"appId":"app1"}}`))
-	eventually(t, "the delivery", func() bool { return rc.count("/m") == 1 })
+	eventuallyWithin(t, opsWait, "the delivery", func() bool { return rc.count("/m") == 1 })
 
 	exported := scrapeLabels(t, s.metricsText(t))
 

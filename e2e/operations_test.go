@@ -21,6 +21,9 @@ import (
 
 const opsSecret = "ops-secret-e2e"
 
+// opsWait bounds each wait of these tests: generous, for a busy machine.
+const opsWait = 60 * time.Second
+
 func opsOption(rc *receiver) string {
 	return fmt.Sprintf("operational_webhook %s {\n\t\t\tsecret %s\n\t\t}", rc.url("/ops"), opsSecret)
 }
@@ -117,12 +120,12 @@ func checkOperations(t *testing.T, rc *receiver, fleet []*sender) {
 	for i, s := range fleet {
 		s.mustIngest(t, fmt.Appendf(nil, `{"event":"job_finished","data":{"appId":"app1","n":%d}}`, i))
 	}
-	eventually(t, "a webhook.disabled report", func() bool { return len(reports(t, rc, "webhook.disabled")) > 0 })
+	eventuallyWithin(t, opsWait, "a webhook.disabled report", func() bool { return len(reports(t, rc, "webhook.disabled")) > 0 })
 	dis := reports(t, rc, "webhook.disabled")[0].Data
 	if dis["webhookId"] != gone.ID || dis["reason"] != "gone" || dis["webhookName"] != "gone" || dis["appId"] != "app1" {
 		t.Errorf("webhook.disabled data: %v", dis)
 	}
-	eventually(t, "every delivery to the 410 webhook finished", func() bool {
+	eventuallyWithin(t, opsWait, "every delivery to the 410 webhook finished", func() bool {
 		for _, d := range first.deliveries(t, "app1", gone.ID) {
 			if d.Status == "pending" {
 				return false
@@ -137,7 +140,7 @@ func checkOperations(t *testing.T, rc *receiver, fleet []*sender) {
 	fail := first.createWebhook(t, "app1", map[string]any{"name": "fail", "url": rc.url("/fail"), "events": []string{"job_created"}})
 	waitListed(t, fleet, "app1", fail.ID)
 	created := fleet[len(fleet)-1].mustIngest(t, []byte(`{"event":"job_created","data":{"appId":"app1","n":20,"status":"failed"}}`))
-	eventuallyWithin(t, 60*time.Second, "a delivery.exhausted report", func() bool { return len(reports(t, rc, "delivery.exhausted")) > 0 })
+	eventuallyWithin(t, opsWait, "a delivery.exhausted report", func() bool { return len(reports(t, rc, "delivery.exhausted")) > 0 })
 	ex := reports(t, rc, "delivery.exhausted")[0].Data
 	if ex["webhookId"] != fail.ID || ex["eventId"] != created.ID || ex["attempts"] != float64(3) || ex["responseStatusCode"] != float64(500) {
 		t.Errorf("delivery.exhausted data: %v", ex)
@@ -155,7 +158,7 @@ func checkOperations(t *testing.T, rc *receiver, fleet []*sender) {
 	if status != http.StatusOK || !slices.Contains(types, "webhook.disabled") || !slices.Contains(types, "delivery.exhausted") {
 		t.Errorf("operational history %d: %v", status, types)
 	}
-	eventually(t, "the operational events counted", func() bool {
+	eventuallyWithin(t, opsWait, "the operational events counted", func() bool {
 		v, _ := metricValue(first.metricsText(t), "caddy_webhooks_operational_events_total", `event="webhook.disabled"`)
 		if len(fleet) > 1 {
 			v2, _ := metricValue(fleet[1].metricsText(t), "caddy_webhooks_operational_events_total", `event="webhook.disabled"`)
@@ -196,7 +199,7 @@ func checkOperations(t *testing.T, rc *receiver, fleet []*sender) {
 	if status != http.StatusAccepted || strings.TrimSpace(string(body)) != fmt.Sprintf(`{"replayed":%d}`, len(all)) {
 		t.Fatalf("replay answered %d %s, want 202 {\"replayed\":%d}", status, body, len(all))
 	}
-	eventually(t, "the replayed events at the new webhook", func() bool { return rc.count("/late") == len(all) })
+	eventuallyWithin(t, opsWait, "the replayed events at the new webhook", func() bool { return rc.count("/late") == len(all) })
 	var got []string
 	for _, r := range rc.requests("/late") {
 		got = append(got, r.Header.Get("Webhook-Id"))
@@ -252,7 +255,7 @@ func checkOperations(t *testing.T, rc *receiver, fleet []*sender) {
 	if err := json.Unmarshal(body, &rec); status != http.StatusAccepted || err != nil || rec.Recovered < 1 {
 		t.Fatalf("recover of skipped deliveries answered %d %s, want 202 with at least 1", status, body)
 	}
-	eventually(t, "the skipped deliveries sent", func() bool { return rc.count("/gone") == goneBefore+rec.Recovered })
+	eventuallyWithin(t, opsWait, "the skipped deliveries sent", func() bool { return rc.count("/gone") == goneBefore+rec.Recovered })
 	var sent []string
 	for _, r := range rc.requests("/gone")[goneBefore:] {
 		sent = append(sent, r.Header.Get("Webhook-Id"))
