@@ -51,6 +51,9 @@ func newAPI(source func() *outbox.Outbox, logger *zap.Logger) *api {
 	} {
 		a.mux.Handle(pattern, a.handle(fn, strings.Contains(pattern, "{appId}")))
 	}
+	for pattern, fn := range a.eventRoutes() {
+		a.mux.Handle(pattern, a.handle(fn, strings.Contains(pattern, "{appId}")))
+	}
 	// The API's description needs no running outbox.
 	a.mux.HandleFunc("GET /webhooks/openapi.json", serveOpenAPI)
 	return a
@@ -114,6 +117,11 @@ func (a *api) handle(fn apiFunc, namesApp bool) http.Handler {
 		if ob == nil {
 			w.Header().Set("Retry-After", "5")
 			writeError(w, http.StatusServiceUnavailable, "webhooks app is not running")
+			return
+		}
+		if r.PathValue("appId") == outbox.OperationalApp {
+			// Reports have their own routes (/webhooks/operational/).
+			writeError(w, http.StatusNotFound, "no such resource: "+r.URL.Path)
 			return
 		}
 		if err := fn(w, r, ob); err != nil {
@@ -267,7 +275,8 @@ func (a *api) view(ctx context.Context, ob *outbox.Outbox, d *outbox.Delivery) d
 
 func (a *api) recover(w http.ResponseWriter, r *http.Request, ob *outbox.Outbox) error {
 	var in struct {
-		Since string `json:"since"`
+		Since  string          `json:"since"`
+		Status []outbox.Status `json:"status"`
 	}
 	if err := decodeBody(w, r, &in); err != nil {
 		return err
@@ -283,7 +292,10 @@ func (a *api) recover(w http.ResponseWriter, r *http.Request, ob *outbox.Outbox)
 	if _, err := ob.GetWebhook(r.Context(), appID, hookID); err != nil {
 		return notFound(err, "webhook")
 	}
-	n, err := ob.Recover(r.Context(), appID, hookID, since)
+	if in.Status != nil && len(in.Status) == 0 {
+		return &outbox.ValidationError{Field: "status", Message: "must list failed, skipped or both"}
+	}
+	n, err := ob.Recover(r.Context(), appID, hookID, since, in.Status...)
 	if err != nil {
 		return notFound(err, "webhook")
 	}

@@ -80,6 +80,10 @@ type App struct {
 	// receiver can roll over. Default: 24h.
 	RotationGrace caddy.Duration `json:"rotation_grace,omitempty"`
 
+	// OperationalWebhook, when set, is where the sender reports on itself
+	// (webhooks disabled, failing and recovered; deliveries exhausted).
+	OperationalWebhook *OperationalWebhook `json:"operational_webhook,omitempty"`
+
 	storage Storage
 	opts    outbox.Options
 	maxBody int64
@@ -180,6 +184,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		DisableAfter:          time.Duration(a.DisableAfter),
 		Logger:                a.logger,
 		Observer:              observer{},
+		Operational:           a.OperationalWebhook.options(),
 	}
 	if a.RetrySchedule != nil {
 		a.opts.RetrySchedule = make([]time.Duration, len(a.RetrySchedule))
@@ -228,6 +233,9 @@ func (a *App) Validate() error {
 	}
 	if a.MaxInFlightPerWebhook < 0 {
 		return fmt.Errorf("max_in_flight_per_webhook: must not be negative")
+	}
+	if err := a.OperationalWebhook.validate(); err != nil {
+		return err
 	}
 	return nil
 }

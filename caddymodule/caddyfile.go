@@ -44,6 +44,10 @@ func init() {
 //	    disable_after             <duration>
 //	    rotation_grace            <duration>
 //	    encryption_key            <base64 key>
+//	    operational_webhook       <url> {
+//	        secret        <secret>
+//	        failing_after <duration>
+//	    }
 //	}
 //
 // encryption_key is shorthand for storage badger's option of that name.//
@@ -128,6 +132,12 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 			} else {
 				app.MaxInFlightPerWebhook = n
 			}
+		case "operational_webhook":
+			op, err := parseOperationalWebhook(d)
+			if err != nil {
+				return nil, err
+			}
+			app.OperationalWebhook = op
 		case "encryption_key":
 			if !d.NextArg() {
 				return nil, d.ArgErr()

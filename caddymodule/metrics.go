@@ -91,6 +91,7 @@ func registerMetrics(reg prometheus.Registerer) error {
 	for _, c := range []prometheus.Collector{
 		metrics.eventsReceived, metrics.attempts, metrics.deliveriesFailed,
 		metrics.duration, metrics.pending, metrics.oldestPending, metrics.storeBytes,
+		operationalEvents,
 	} {
 		if err := reg.Register(c); err != nil {
 			if are := (prometheus.AlreadyRegisteredError{}); errors.As(err, &are) {
@@ -105,6 +106,7 @@ func registerMetrics(reg prometheus.Registerer) error {
 // initMetricLabels makes the series of the catalog's event types visible at
 // zero before the first event.
 func initMetricLabels(events []string) {
+	initOperationalLabels()
 	for _, ev := range events {
 		metrics.eventsReceived.WithLabelValues(ev)
 		metrics.deliveriesFailed.WithLabelValues(ev)

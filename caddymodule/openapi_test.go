@@ -58,6 +58,10 @@ func TestOpenAPIDocument(t *testing.T) {
 		"GET /webhooks/openapi.json",
 		"POST /webhooks/apps/{appId}/portal-tokens",
 		"DELETE /webhooks/apps/{appId}/portal-tokens",
+		"GET /webhooks/apps/{appId}/events",
+		"GET /webhooks/apps/{appId}/events/{eventId}",
+		"POST /webhooks/apps/{appId}/webhooks/{id}/replay",
+		"GET /webhooks/operational/deliveries",
 	} {
 		method, path, _ := strings.Cut(route, " ")
 		if doc.Paths.Find(path) == nil || doc.Paths.Find(path).GetOperation(method) == nil {
@@ -233,6 +237,8 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 	c.check(404, "POST", base+"/nope/recover", `{"since":"2020-01-01T00:00:00Z"}`)
 	c.check(413, "POST", one+"/recover", big)
 	c.check(415, "POST", one+"/recover", `{}`, "Content-Type", "text/plain")
+
+	checkEventRoutes(t, c, ob, endpoint, one, big)
 
 	c.check(204, "DELETE", one, "")
 	c.check(404, "DELETE", one, "")

@@ -99,7 +99,7 @@ func parsePortalToken(s string) (portalToken, bool) {
 		mac:        raw[17:portalFixedSize],
 		AppID:      string(raw[portalFixedSize:]),
 	}
-	if validAppID(t.AppID) != nil {
+	if outbox.CheckAppID(t.AppID) != nil {
 		return portalToken{}, false
 	}
 	return t, true
@@ -138,21 +138,6 @@ func verifyPortalToken(ctx context.Context, ob *outbox.Outbox, s string, now tim
 	return t, nil
 }
 
-// validAppID checks an app id as DESIGN.md defines it: 1 to 128 bytes of
-// A-Z a-z 0-9 . _ : -
-func validAppID(id string) error {
-	if id == "" || len(id) > 128 {
-		return &outbox.ValidationError{Field: "appId", Message: "must be 1 to 128 characters"}
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
-			return &outbox.ValidationError{Field: "appId", Message: "may contain only A-Z a-z 0-9 . _ : -"}
-		}
-	}
-	return nil
-}
-
 // portalTokenView is what minting answers.
 type portalTokenView struct {
 	Token     string    `json:"token"`
@@ -165,7 +150,7 @@ type portalTokenView struct {
 // mintPortalToken is POST /webhooks/apps/{appId}/portal-tokens.
 func (a *api) mintPortalToken(w http.ResponseWriter, r *http.Request, ob *outbox.Outbox) error {
 	appID := r.PathValue("appId")
-	if err := validAppID(appID); err != nil {
+	if err := outbox.CheckAppID(appID); err != nil {
 		return err
 	}
 	// Decoded by hand: encoding/json matches field names without regard
@@ -214,7 +199,7 @@ func (a *api) mintPortalToken(w http.ResponseWriter, r *http.Request, ob *outbox
 // revokePortalTokens is DELETE /webhooks/apps/{appId}/portal-tokens.
 func (a *api) revokePortalTokens(w http.ResponseWriter, r *http.Request, ob *outbox.Outbox) error {
 	appID := r.PathValue("appId")
-	if err := validAppID(appID); err != nil {
+	if err := outbox.CheckAppID(appID); err != nil {
 		return err
 	}
 	if err := ob.RevokePortalTokens(r.Context(), appID); err != nil {

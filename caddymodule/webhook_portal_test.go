@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 	"github.com/caddyserver/caddy/v2"
 )
 
@@ -103,7 +104,7 @@ func FuzzPortalToken(f *testing.F) {
 		if again := portalTokenPrefix + base64.RawURLEncoding.EncodeToString(raw); again != s {
 			t.Fatalf("parsed %q, which encodes back as %q: want one spelling per token", s, again)
 		}
-		if validAppID(tok.AppID) != nil {
+		if outbox.CheckAppID(tok.AppID) != nil {
 			t.Fatalf("parsed %q with the invalid app id %q", s, tok.AppID)
 		}
 		if tok.signedWith(key) != (s == signPortalToken(key, tok)) {

@@ -29,3 +29,12 @@ func appIDByte(c byte) bool {
 	}
 	return c == '.' || c == '_' || c == ':' || c == '-'
 }
+
+// CheckStoredAppID is what a store accepts as a webhook's app: a valid app
+// id, or OperationalApp, which no request can name.
+func CheckStoredAppID(id string) error {
+	if id == OperationalApp {
+		return nil
+	}
+	return CheckAppID(id)
+}

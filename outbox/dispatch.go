@@ -234,7 +234,7 @@ func (d *dispatcher) attempt(j *Job) {
 
 	var blocked *BlockedError
 	switch {
-	case a.ResponseStatusCode == http.StatusGone:
+	case a.ResponseStatusCode == http.StatusGone && !isOperational(w):
 		d.disable(w, "gone", log)
 		d.finishDelivery(j, StatusFailed, log)
 		return
@@ -242,7 +242,7 @@ func (d *dispatcher) attempt(j *Job) {
 		d.finishDelivery(j, StatusFailed, log)
 		return
 	}
-	if d.markFailing(w, now, opts.DisableAfter, log) {
+	if !isOperational(w) && d.markFailing(w, now, opts.DisableAfter, log) {
 		d.finishDelivery(j, StatusFailed, log)
 		return
 	}
@@ -274,6 +274,10 @@ func (d *dispatcher) finishDelivery(j *Job, s Status, log *zap.Logger) {
 			fields = append(fields, zap.Int("status", last.ResponseStatusCode), zap.String("error", last.Error))
 		}
 		log.Warn("delivery failed", fields...)
+		// A failure that disabled its webhook is reported as that.
+		if j.Webhook.Enabled {
+			d.o.reportExhausted(j)
+		}
 	}
 }
 
@@ -290,22 +294,30 @@ func (d *dispatcher) save(j *Job, log *zap.Logger) {
 
 var errUnchanged = errors.New("unchanged")
 
-func (d *dispatcher) updateWebhook(w *Webhook, fn func(*Webhook) error, log *zap.Logger) {
+// updateWebhook applies a state change and reports whether this call made
+// it: the store applies updates one at a time, so of several sidecars
+// racing to make one change, one does.
+func (d *dispatcher) updateWebhook(w *Webhook, fn func(*Webhook) error, log *zap.Logger) bool {
 	_, err := d.o.store.UpdateWebhook(context.Background(), w.AppID, w.ID, fn)
 	if err != nil && !errors.Is(err, errUnchanged) && !errors.Is(err, ErrNotFound) {
 		log.Error("updating webhook state", zap.Error(err))
 	}
+	return err == nil
 }
 
 func (d *dispatcher) disable(w *Webhook, reason string, log *zap.Logger) {
-	d.updateWebhook(w, func(cur *Webhook) error {
+	changed := d.updateWebhook(w, func(cur *Webhook) error {
 		if !cur.Enabled {
 			return errUnchanged
 		}
 		cur.Enabled, cur.DisabledReason = false, reason
 		return nil
 	}, log)
+	w.Enabled = false
 	log.Warn("webhook disabled", zap.String("reason", reason))
+	if changed {
+		d.o.reportDisabled(w, reason)
+	}
 }
 
 // markFailing starts or continues a webhook's run of failures and reports
@@ -321,6 +333,7 @@ func (d *dispatcher) markFailing(w *Webhook, now time.Time, after time.Duration,
 		}, log)
 		return false
 	}
+	d.o.reportFailing(w, now)
 	if now.Sub(w.FailingSince) < after {
 		return false
 	}
@@ -336,6 +349,7 @@ func (d *dispatcher) markHealthy(w *Webhook, log *zap.Logger) {
 		cur.FailingSince = time.Time{}
 		return nil
 	}, log)
+	d.o.reportRecovered(w)
 }
 
 type sendResult struct {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"time"
 )
 
@@ -51,30 +50,6 @@ func (o *Outbox) Resend(ctx context.Context, appID, webhookID, id string) (*Deli
 	}
 	o.notify()
 	return ds[0], nil
-}
-
-// Recover resends every failed delivery of a webhook created since the
-// given time, and returns how many.
-func (o *Outbox) Recover(ctx context.Context, appID, webhookID string, since time.Time) (int, error) {
-	if since.IsZero() {
-		return 0, invalid("since", "required")
-	}
-	ids, err := o.store.FailedSince(ctx, appID, webhookID, since)
-	if err != nil {
-		return 0, err
-	}
-	var n int
-	for chunk := range slices.Chunk(ids, 500) {
-		ds, err := o.store.Requeue(ctx, appID, webhookID, chunk, time.Now(), resendable)
-		n += len(ds)
-		if err != nil {
-			return n, err
-		}
-	}
-	if n > 0 {
-		o.notify()
-	}
-	return n, nil
 }
 
 // Test sends a sample event of the webhook's first type to it alone, now,

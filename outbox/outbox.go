@@ -48,6 +48,9 @@ type Options struct {
 	Logger *zap.Logger
 	// Observer receives metrics; default none.
 	Observer Observer
+	// Operational, when set, is where the sender reports on itself
+	// (see OperationalWebhook).
+	Operational *OperationalWebhook
 }
 
 func (o Options) withDefaults() Options {
@@ -114,7 +117,8 @@ type Outbox struct {
 	done    sync.WaitGroup
 	closed  atomic.Bool
 
-	d *dispatcher
+	d   *dispatcher
+	ops operationalState
 
 	portalKey atomic.Pointer[[]byte] // read once from the store
 }
@@ -149,6 +153,7 @@ func (o *Outbox) Configure(opts Options) {
 	if o.d != nil {
 		o.d.configure(&opts)
 	}
+	o.syncOperational(opts.Operational)
 }
 
 func (o *Outbox) options() *Options { return o.opts.Load() }

@@ -77,6 +77,30 @@ type Store interface {
 	// RevokePortalTokens increments an app's generation durably, which
 	// invalidates every token minted before, and returns the new one.
 	RevokePortalTokens(ctx context.Context, appID string) (uint64, error)
+	// Events returns a page of an app's retained events, newest first
+	// (see EventFilter), each with its count of deliveries.
+	Events(ctx context.Context, appID string, f EventFilter) (EventPage, error)
+	// Event returns one retained event of the app and its deliveries
+	// (without their attempts), oldest first.
+	Event(ctx context.Context, appID, id string) (*Event, []*Delivery, error)
+	// Replay creates, atomically per event, a pending delivery to the
+	// webhook for every retained event of the app received in the window
+	// that req.Match accepts and that has no delivery to the webhook yet.
+	// Concurrent replays of one webhook (from any sidecar) never create
+	// two deliveries of one event. It refuses a window holding more than
+	// req.MaxEvents events with ErrWindowTooLarge, creating nothing.
+	Replay(ctx context.Context, appID, webhookID string, req *ReplayRequest) (int, error)
+	// FinishedSince returns the ids of a webhook's deliveries in one of
+	// the statuses, created at or after since, oldest first.
+	FinishedSince(ctx context.Context, appID, webhookID string, since time.Time, statuses []Status) ([]string, error)
+	// MarkFailingReported records that the webhook's failing period that
+	// began at since has been reported, and says whether this call did it
+	// (false when any sidecar did before).
+	MarkFailingReported(ctx context.Context, webhookID string, since time.Time) (bool, error)
+	// ClearFailingReported forgets the webhook's reported failing period
+	// and returns when it began; zero when none was reported. Of several
+	// concurrent calls one gets the time.
+	ClearFailingReported(ctx context.Context, webhookID string) (time.Time, error)
 }
 
 // Ingest is one event to commit with its deliveries.

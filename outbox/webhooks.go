@@ -193,5 +193,6 @@ func (o *Outbox) ListWebhooks(ctx context.Context, appID string) ([]*Webhook, er
 
 // ListApps returns the apps that have webhooks.
 func (o *Outbox) ListApps(ctx context.Context) ([]string, error) {
-	return o.store.ListApps(ctx)
+	apps, err := o.store.ListApps(ctx)
+	return slices.DeleteFunc(apps, func(a string) bool { return a == OperationalApp }), err
 }

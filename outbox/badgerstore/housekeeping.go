@@ -179,6 +179,11 @@ func (s *Store) sweep(now time.Time) (int, error) {
 	if err != nil {
 		return swept, err
 	}
+	logSwept, err := s.sweepEventLog(wb, deadline, events)
+	swept += logSwept
+	if err != nil {
+		return swept, err
+	}
 	return swept, wb.Flush()
 }
 

@@ -155,6 +155,11 @@ func ingestEntries(in *outbox.Ingest, evTTL, historyTTL time.Duration) ([]*badge
 		return nil, err
 	}
 	entries := []*badger.Entry{badger.NewEntry(eventKey(in.Event.ID), ev).WithTTL(evTTL)}
+	logged, err := logEntries(in, evTTL)
+	if err != nil {
+		return nil, err
+	}
+	entries = append(entries, logged...)
 	if in.IdempotencyKey != "" {
 		res, _ := json.Marshal(idemRecord{ID: in.Result.ID, Deliveries: in.Result.Deliveries, BodyHash: in.BodyHash})
 		entries = append(entries, badger.NewEntry(idemKey(in.Event.AppID, in.IdempotencyKey), res).WithTTL(outbox.IdempotencyWindow))

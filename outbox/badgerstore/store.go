@@ -102,6 +102,8 @@ type Store struct {
 	ingested     atomic.Int64 // events written, for housekeeping to tell a quiet store
 	lastIngested int64        // ingested at the previous housekeeping pass
 
+	logState eventLogState
+
 	pending   atomic.Int64
 	oldestMu  sync.Mutex
 	oldest    []byte        // pending-set position of the oldest entry last seen

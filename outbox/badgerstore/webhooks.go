@@ -55,7 +55,7 @@ func (s *Store) writeWebhook(w *outbox.Webhook) error {
 func (s *Store) CreateWebhook(ctx context.Context, w *outbox.Webhook) error {
 	// A valid app id is ASCII, so the key built from it and the JSON
 	// record that names it hold the same bytes.
-	if err := outbox.CheckAppID(w.AppID); err != nil {
+	if err := outbox.CheckStoredAppID(w.AppID); err != nil {
 		return err
 	}
 	s.mu.Lock()

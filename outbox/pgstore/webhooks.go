@@ -20,7 +20,7 @@ func (s *Store) invalidate() {
 
 // CreateWebhook stores a new webhook.
 func (s *Store) CreateWebhook(ctx context.Context, w *outbox.Webhook) error {
-	if err := outbox.CheckAppID(w.AppID); err != nil {
+	if err := outbox.CheckStoredAppID(w.AppID); err != nil {
 		return err
 	}
 	defer s.invalidate()

@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) outbox.Store) {
 	t.Run("Portal", func(t *testing.T) { suitePortal(t, open(t)) })
 	t.Run("AppIDs", func(t *testing.T) { suiteAppIDs(t, open(t)) })
 	t.Run("IdempotencyBodyHash", func(t *testing.T) { suiteIdempotencyBodyHash(t, open(t)) })
+	RunEvents(t, open)
 }
 
 // ---- helpers ----
