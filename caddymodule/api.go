@@ -119,11 +119,6 @@ func (a *api) handle(fn apiFunc, namesApp bool) http.Handler {
 			writeError(w, http.StatusServiceUnavailable, "webhooks app is not running")
 			return
 		}
-		if r.PathValue("appId") == outbox.OperationalApp {
-			// Reports have their own routes (/webhooks/operational/).
-			writeError(w, http.StatusNotFound, "no such resource: "+r.URL.Path)
-			return
-		}
 		if err := fn(w, r, ob); err != nil {
 			writeOutboxError(w, a.logger, err)
 		}

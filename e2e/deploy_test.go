@@ -37,6 +37,11 @@ func TestDeployExpressionsNameExportedMetrics(t *testing.T) {
 	s.createWebhook(t, "app1", map[string]any{"name": "m", "url": rc.url("/m"), "events": []string{"job_finished"}})
 	s.mustIngest(t, []byte(`{"event":"job_finished","data":{"appId":"app1"}}`))
 	eventuallyWithin(t, opsWait, "the delivery", func() bool { return rc.count("/m") == 1 })
+	// The attempt is observed once its answer is read, after the endpoint
+	// has counted it.
+	eventuallyWithin(t, opsWait, "the duration histogram", func() bool {
+		return strings.Contains(s.metricsText(t), "caddy_webhooks_delivery_duration_seconds_bucket")
+	})
 
 	exported := scrapeLabels(t, s.metricsText(t))
 
