@@ -285,3 +285,24 @@ func TestGiveUpAndDisableLoggedAtWarn(t *testing.T) {
 		}
 	}
 }
+
+// With no retry_schedule the documented default is in force: ten attempts,
+// the first retry 5 s (±20%) after the first failure.
+func TestDefaultRetrySchedule(t *testing.T) {
+	want := []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 14 * time.Hour, 20 * time.Hour, 24 * time.Hour}
+	if fmt.Sprint(outbox.DefaultRetrySchedule) != fmt.Sprint(want) {
+		t.Fatalf("the default retry_schedule is %v, want %v", outbox.DefaultRetrySchedule, want)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) }))
+	defer srv.Close()
+	o := openTest(t, outbox.Options{})
+	w, err := o.CreateWebhook(context.Background(), "a", outbox.WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ingestOne(t, o, "a", "job_created")
+	d := onlyDelivery(t, o, "a", w.ID, func(d *outbox.Delivery) bool { return len(d.Attempts) == 1 && d.NextAttemptAt != nil })
+	if wait := d.NextAttemptAt.Sub(d.Attempts[0].SentAt); wait < 4*time.Second || wait > 6*time.Second {
+		t.Fatalf("with the default schedule the first retry is %v after the failure, want 5s ±20%%", wait)
+	}
+}
