@@ -218,7 +218,7 @@ func TestAPIDeliveries(t *testing.T) {
 		} `json:"data"`
 		NextCursor *string `json:"nextCursor"`
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		res := call(t, h, "GET", one+"/deliveries?status=failed", "")
 		if res.status != 200 {
@@ -281,7 +281,18 @@ func TestAPIDeliveries(t *testing.T) {
 		{"recover without since", "POST", one + "/recover", `{}`, 400, "since"},
 		{"recover bad since", "POST", one + "/recover", `{"since":"yesterday"}`, 400, "since"},
 		{"recover unknown webhook", "POST", base + "/nope/recover", `{"since":"2020-01-01T00:00:00Z"}`, 404, "webhook not found"},
-		{"recover", "POST", one + "/recover", `{"since":"2020-01-01T00:00:00Z"}`, 202, `"recovered":`},
+	})
+
+	// Once the resend and the test have failed too, recover resends the
+	// four failed deliveries: the three events and the test.
+	waitUntil(t, "the resent and test deliveries to fail", func() bool {
+		var all struct{ Data []struct{ Status string } }
+		call(t, h, "GET", one+"/deliveries?status=failed", "").decode(t, &all)
+		return len(all.Data) == 4
+	})
+	runAPICases(t, h, []apiCase{
+		{"recover", "POST", one + "/recover", `{"since":"2020-01-01T00:00:00Z"}`, 202, `{"recovered":4}`},
+		{"recover after now", "POST", one + "/recover", `{"since":"` + time.Now().Add(time.Hour).UTC().Format(time.RFC3339) + `"}`, 202, `{"recovered":0}`},
 	})
 }
 

@@ -7,7 +7,6 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -142,17 +141,6 @@ func TestSignedDeliveryAndHistory(t *testing.T) {
 	if len(one.AttemptLog) != 1 || one.AttemptLog[0].ResponseStatusCode != http.StatusOK || one.AttemptLog[0].SentAt.IsZero() {
 		t.Errorf("delivery %s shows attemptLog %+v, want one attempt answered 200 with its sentAt", d.ID, one.AttemptLog)
 	}
-}
-
-// jsonEqual reports whether a and b are the same JSON value.
-func jsonEqual(a, b []byte) bool {
-	var va, vb any
-	if json.Unmarshal(a, &va) != nil || json.Unmarshal(b, &vb) != nil {
-		return false
-	}
-	ja, _ := json.Marshal(va)
-	jb, _ := json.Marshal(vb)
-	return bytes.Equal(ja, jb)
 }
 
 func TestRetriesThenSuccess(t *testing.T) {

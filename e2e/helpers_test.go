@@ -20,7 +20,7 @@ import (
 
 // waitMax bounds every wait for something asynchronous (a delivery, a
 // retry, a history record) so a broken build fails instead of hanging.
-const waitMax = 20 * time.Second
+const waitMax = 30 * time.Second
 
 // client talks to Caddy and only to loopback: no proxy, enough idle
 // connections for the concurrent ingest of the crash test.
@@ -55,6 +55,8 @@ type senderConfig struct {
 	Sites string
 	// Debug logs at debug level, where every attempt is logged.
 	Debug bool
+	// Env is added to the process's environment.
+	Env []string
 }
 
 func (c senderConfig) caddyfile() string {
@@ -112,7 +114,7 @@ func startSender(t *testing.T, cfg senderConfig, dir string) *sender {
 	if cfg.Port == 0 {
 		cfg.Port = testcaddy.FreePort(t)
 	}
-	p := testcaddy.Start(t, testcaddy.Config{Caddyfile: cfg.caddyfile(), Dir: dir})
+	p := testcaddy.Start(t, testcaddy.Config{Caddyfile: cfg.caddyfile(), Dir: dir, Env: cfg.Env})
 	return &sender{Process: p, cfg: cfg}
 }
 
@@ -172,15 +174,17 @@ func call(t *testing.T, method, u string, body any) (int, []byte) {
 
 // webhookJSON is a webhook as the management API shows it.
 type webhookJSON struct {
-	ID        string    `json:"id"`
-	AppID     string    `json:"appId"`
-	Name      string    `json:"name"`
-	URL       string    `json:"url"`
-	Events    []string  `json:"events"`
-	HasSecret bool      `json:"hasSecret"`
-	Enabled   bool      `json:"enabled"`
-	CreatedAt time.Time `json:"createdAt"`
-	UpdatedAt time.Time `json:"updatedAt"`
+	ID        string   `json:"id"`
+	AppID     string   `json:"appId"`
+	Name      string   `json:"name"`
+	URL       string   `json:"url"`
+	Events    []string `json:"events"`
+	HasSecret bool     `json:"hasSecret"`
+	Enabled   bool     `json:"enabled"`
+	// DisabledReason says why the sender disabled the webhook.
+	DisabledReason string    `json:"disabledReason"`
+	CreatedAt      time.Time `json:"createdAt"`
+	UpdatedAt      time.Time `json:"updatedAt"`
 }
 
 // attemptJSON is one attempt in a delivery's attemptLog.

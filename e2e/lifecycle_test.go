@@ -86,10 +86,15 @@ func TestTestGoneAndDelete(t *testing.T) {
 	// 410 Gone disables the webhook.
 	rc.setRespond(always(http.StatusGone))
 	s.mustIngest(t, []byte(`{"event":"job_created","data":{"appId":"life-app"}}`))
+	var disabled webhookJSON
 	eventually(t, "a webhook whose endpoint answered 410 Gone was not disabled", func() bool {
 		status, body := call(t, http.MethodGet, s.hooksURL(app)+"/"+hook.ID, nil)
-		return status == http.StatusOK && !decode[webhookJSON](t, "get", body).Enabled
+		disabled = decode[webhookJSON](t, "get", body)
+		return status == http.StatusOK && !disabled.Enabled
 	})
+	if disabled.DisabledReason != "gone" {
+		t.Errorf("a webhook disabled after 410 shows disabledReason %q, want gone", disabled.DisabledReason)
+	}
 	// The delivery answered 410 is final; once it settles nothing more
 	// can reach the endpoint, so a retry would show in the count.
 	s.settled(t, app, hook.ID)

@@ -83,3 +83,56 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("admin endpoint answered %d %s after the reload, want 200", status, body)
 	}
 }
+
+// TestMetricValues posts N events to an app with a healthy and a failing
+// webhook and scrapes /metrics once everything settled: the counters say
+// N events, N successes, 2N failed attempts (one retry each) and N
+// deliveries given up, and the pending gauge falls back to 0.
+func TestMetricValues(t *testing.T) {
+	const (
+		app    = "metric-values-app"
+		events = 7
+	)
+	rc := newReceiver(t)
+	rc.setRespond(func(r received, _ int) (int, string) {
+		if r.Path == "/bad" {
+			return http.StatusInternalServerError, "down"
+		}
+		return http.StatusOK, "ok"
+	})
+	s := startSender(t, senderConfig{RetrySchedule: "100ms"}, "")
+	good := s.createWebhook(t, app, map[string]any{"name": "good", "url": rc.url("/good"), "events": []string{"job_created"}})
+	bad := s.createWebhook(t, app, map[string]any{"name": "bad", "url": rc.url("/bad"), "events": []string{"job_created"}})
+	for i := range events {
+		s.mustIngest(t, fmt.Appendf(nil, `{"event":"job_created","data":{"appId":%q,"n":%d}}`, app, i))
+	}
+	s.settled(t, app, good.ID, bad.ID)
+
+	want := []struct {
+		name   string
+		labels []string
+		value  float64
+	}{
+		{"caddy_webhooks_events_received_total", []string{`event="job_created"`}, events},
+		{"caddy_webhooks_events_received_total", []string{`event="job_finished"`}, 0},
+		{"caddy_webhooks_delivery_attempts_total", []string{`event="job_created"`, `outcome="success"`}, events},
+		{"caddy_webhooks_delivery_attempts_total", []string{`event="job_created"`, `outcome="failure"`}, 2 * events},
+		{"caddy_webhooks_deliveries_failed_total", []string{`event="job_created"`}, events},
+		{"caddy_webhooks_delivery_duration_seconds_count", []string{`outcome="success"`}, events},
+		{"caddy_webhooks_delivery_duration_seconds_count", []string{`outcome="failure"`}, 2 * events},
+	}
+	text := s.metricsText(t)
+	for _, w := range want {
+		if v, ok := metricValue(text, w.name, w.labels...); !ok || v != w.value {
+			t.Errorf("%s%v = %v (present %v), want %v", w.name, w.labels, v, ok, w.value)
+		}
+	}
+	// The gauges are refreshed every 5 s.
+	eventually(t, "caddy_webhooks_outbox_pending never fell to 0 once everything settled", func() bool {
+		v, ok := metricValue(s.metricsText(t), "caddy_webhooks_outbox_pending")
+		return ok && v == 0
+	})
+	if v, ok := metricValue(s.metricsText(t), "caddy_webhooks_outbox_oldest_pending_seconds"); !ok || v != 0 {
+		t.Errorf("caddy_webhooks_outbox_oldest_pending_seconds = %v (present %v) with nothing pending, want 0", v, ok)
+	}
+}

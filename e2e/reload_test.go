@@ -81,18 +81,60 @@ func TestReloadKeepsPending(t *testing.T) {
 	if s.Exited() {
 		t.Fatalf("caddy exited after the reload")
 	}
+	// The app says, when it starts, whether it reused the open store: the
+	// first start opened it, the reload reused it.
 	logs := s.Logs()
-	for _, bad := range []string{"opening badger", "opening storage"} {
-		if strings.Contains(logs, bad) {
-			t.Errorf("caddy logged %q during the reload: the store was reopened", bad)
-		}
+	if n := strings.Count(logs, `"reused":false`); n != 1 {
+		t.Errorf("%d start lines say the store was opened, want 1 (the first start)", n)
 	}
-	// The app says whether it reused the open store.
-	if !strings.Contains(logs, `"reused":true`) && !strings.Contains(logs, `reused: true`) {
-		t.Logf("note: no log line says the reload reused the open store")
+	if n := strings.Count(logs, `"reused":true`); n != 1 {
+		t.Errorf("%d start lines say the open store was reused, want 1 (the reload)", n)
 	}
 	// The changed config is in effect through the same ingest site.
 	if a := s.mustIngest(t, fmt.Appendf(nil, `{"event":"job_finished","data":{"appId":%q,"n":%d}}`, app, events)); a.Deliveries != 1 {
 		t.Errorf("ingest after the reload answered deliveries=%d, want 1", a.Deliveries)
+	}
+}
+
+// TestReloadAppliesRetrySchedule reloads with a longer retry_schedule: the
+// next failing delivery makes as many attempts as the new schedule gives,
+// where one before the reload made as many as the old one gave.
+func TestReloadAppliesRetrySchedule(t *testing.T) {
+	const app = "reload-schedule-app"
+	rc := newReceiver(t)
+	rc.setRespond(always(http.StatusInternalServerError))
+	s := startSender(t, senderConfig{RetrySchedule: "100ms"}, "")
+	hook := s.createWebhook(t, app, map[string]any{"name": "always down", "url": rc.url("/down"), "events": []string{"job_created"}})
+	attemptsOf := func(eventID string) int {
+		t.Helper()
+		var attempts int
+		eventually(t, "the delivery never failed", func() bool {
+			for _, d := range s.deliveries(t, app, hook.ID) {
+				if d.EventID == eventID && d.Status == "failed" {
+					attempts = d.Attempts
+					return true
+				}
+			}
+			return false
+		})
+		return attempts
+	}
+	before := s.mustIngest(t, []byte(`{"event":"job_created","data":{"appId":"reload-schedule-app","n":1}}`))
+	if n := attemptsOf(before.ID); n != 2 {
+		t.Fatalf("before the reload a failing delivery made %d attempts, want 2 (retry_schedule 100ms)", n)
+	}
+
+	cfg := s.cfg
+	cfg.RetrySchedule = "100ms 100ms 100ms 100ms"
+	if err := s.Reload(cfg.caddyfile()); err != nil {
+		t.Fatalf("caddy reload: %v", err)
+	}
+	s.cfg = cfg
+	after := s.mustIngest(t, []byte(`{"event":"job_created","data":{"appId":"reload-schedule-app","n":2}}`))
+	if n := attemptsOf(after.ID); n != 5 {
+		t.Fatalf("after a reload to retry_schedule 100ms 100ms 100ms 100ms a failing delivery made %d attempts, want 5", n)
+	}
+	if n := rc.count("/down"); n != 7 {
+		t.Errorf("the endpoint got %d requests, want 7 (2 before the reload, 5 after)", n)
 	}
 }

@@ -96,26 +96,49 @@ func TestGoneDisablesWebhook(t *testing.T) {
 }
 
 func TestThrottledWaitsAndRetryAfter(t *testing.T) {
+	// Dates are fixed here, before any attempt, so the wait measured from
+	// an attempt is at most the date's distance from now.
+	now := time.Now()
+	inTenMinutes := now.Add(10 * time.Minute).UTC().Format(http.TimeFormat)
+	inTwoDays := now.Add(48 * time.Hour).UTC().Format(http.TimeFormat)
+	anHourAgo := now.Add(-time.Hour).UTC().Format(http.TimeFormat)
 	for _, tc := range []struct {
 		name       string
-		status     int
+		status     int // 0: the endpoint never answers, so the attempt times out
 		retryAfter string
 		min, max   time.Duration
 	}{
 		{"503 waits the floor", 503, "", 60 * time.Second, 61 * time.Second},
+		{"502 waits the floor", 502, "", 60 * time.Second, 61 * time.Second},
+		{"504 waits the floor", 504, "", 60 * time.Second, 61 * time.Second},
+		{"429 waits the floor", 429, "", 60 * time.Second, 61 * time.Second},
+		{"a timeout waits the floor", 0, "", 60 * time.Second, 61 * time.Second},
 		{"429 honours a longer Retry-After", 429, "600", 600 * time.Second, 601 * time.Second},
 		{"Retry-After is capped", 503, "999999999", 24 * time.Hour, 24*time.Hour + time.Second},
+		{"Retry-After as an HTTP date", 500, inTenMinutes, 9 * time.Minute, 10*time.Minute + time.Second},
+		{"Retry-After as a date is capped", 500, inTwoDays, 24 * time.Hour, 24*time.Hour + time.Second},
+		{"Retry-After as a past date keeps the schedule", 500, anHourAgo, 800 * time.Millisecond, 1200 * time.Millisecond},
 		{"500 keeps the schedule", 500, "", 800 * time.Millisecond, 1200 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			hang := make(chan struct{})
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.status == 0 {
+					<-hang
+					return
+				}
 				if tc.retryAfter != "" {
 					w.Header().Set("Retry-After", tc.retryAfter)
 				}
 				w.WriteHeader(tc.status)
 			}))
 			defer srv.Close()
-			o := openTest(t, outbox.Options{RetrySchedule: []time.Duration{time.Second, time.Hour}})
+			defer close(hang)
+			opts := outbox.Options{RetrySchedule: []time.Duration{time.Second, time.Hour}}
+			if tc.status == 0 {
+				opts.Timeout = 200 * time.Millisecond
+			}
+			o := openTest(t, opts)
 			w, _ := o.CreateWebhook(context.Background(), "a", outbox.WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}})
 			ingestOne(t, o, "a", "job_created")
 			d := onlyDelivery(t, o, "a", w.ID, func(d *outbox.Delivery) bool { return len(d.Attempts) == 1 && d.NextAttemptAt != nil })
