@@ -168,7 +168,7 @@ func TestFilter(t *testing.T) {
 		{`{"event":"job_finished","data":{"appId":"a","amount":5,"region":"eu-1"}}`, 2}, // eu, all
 		{`{"event":"job_created","data":{"appId":"a","amount":500}}`, 1},                // all; amount of another type
 		{`{"event":"job_finished","data":{"appId":"a"}}`, 1},                            // missing amount: an error, no match
-		{`{"event":"job_finished","data":{"appId":"a","items":` + items + `}}`, 1},       // hostile stopped
+		{`{"event":"job_finished","data":{"appId":"a","items":` + items + `}}`, 1},      // hostile stopped
 	} {
 		res, err := o.Ingest(ctx, []byte(tc.body), "")
 		if err != nil {
