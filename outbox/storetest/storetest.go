@@ -34,6 +34,16 @@ func Run(t *testing.T, open func(t *testing.T) outbox.Store) {
 	t.Run("EventBodyByteForByte", func(t *testing.T) { suiteEventBody(t, open(t)) })
 	t.Run("DeleteWhileInFlight", func(t *testing.T) { suiteDeleteInFlight(t, open(t)) })
 	t.Run("EventOutlivesLateRetry", func(t *testing.T) { suiteEventOutlivesLateRetry(t, open(t)) })
+	t.Run("WebhookOptions", func(t *testing.T) { suiteWebhookOptions(t, open(t)) })
+	t.Run("EventTraceContext", func(t *testing.T) { suiteEventTraceContext(t, open(t)) })
+	t.Run("RateLimiter", func(t *testing.T) {
+		s := open(t)
+		rl, ok := s.(outbox.RateLimiter)
+		if !ok {
+			t.Skip("the store keeps no rate limits; the outbox does, in memory")
+		}
+		RateLimiterSlots(t, func() string { return CreateWebhook(t, s, "app1").ID }, rl)
+	})
 }
 
 // ---- helpers ----
