@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"cel.dev/cel-go/cel"
+	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/ext"
 	"cel.dev/cel-go/interpreter"
 )
@@ -75,7 +76,9 @@ func NewFilterInput(eventType string, body []byte) (*FilterInput, error) {
 	if err := json.Unmarshal(body, &top); err != nil {
 		return nil, err
 	}
-	act, err := interpreter.NewActivation(map[string]any{"event": eventType, "data": top.Data})
+	// Converted once here rather than by each filter's evaluation.
+	data := types.DefaultTypeAdapter.NativeToValue(top.Data)
+	act, err := interpreter.NewActivation(map[string]any{"event": types.String(eventType), "data": data})
 	if err != nil {
 		return nil, err
 	}
