@@ -85,7 +85,7 @@ func TestConsoleWebhookOptions(t *testing.T) {
 		!strings.Contains(string(body), `"sensitiveHeaders":["X-Api-Key"]`) {
 		t.Errorf("after removing them the webhook is %s", body)
 	}
-	screenshot(t, ctx, "console-webhook-options")
+	screenshot(t, ctx, "console-webhook-options.png")
 	if errs := pageErrors(); len(errs) > 0 {
 		t.Errorf("the page logged errors: %v", errs)
 	}
