@@ -160,7 +160,11 @@ func (a *api) createWebhook(w http.ResponseWriter, r *http.Request, ob *outbox.O
 	if err := decodeBody(w, r, &in); err != nil {
 		return err
 	}
-	hook, err := ob.CreateWebhook(r.Context(), r.PathValue("appId"), in.outbox())
+	input, err := in.outbox()
+	if err != nil {
+		return err
+	}
+	hook, err := ob.CreateWebhook(r.Context(), r.PathValue("appId"), input)
 	if err != nil {
 		return err
 	}
@@ -183,7 +187,11 @@ func (a *api) updateWebhook(w http.ResponseWriter, r *http.Request, ob *outbox.O
 	if err := decodeBody(w, r, &in); err != nil {
 		return err
 	}
-	hook, err := ob.UpdateWebhook(r.Context(), r.PathValue("appId"), r.PathValue("id"), in.outbox())
+	input, err := in.outbox()
+	if err != nil {
+		return err
+	}
+	hook, err := ob.UpdateWebhook(r.Context(), r.PathValue("appId"), r.PathValue("id"), input)
 	if err != nil {
 		return notFound(err, "webhook")
 	}

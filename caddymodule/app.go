@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -63,6 +64,20 @@ type App struct {
 	// that webhook URLs may reach although they are loopback, private,
 	// link-local, unspecified or multicast, which are refused otherwise.
 	AllowDestinations []string `json:"allow_destinations,omitempty"`
+
+	// Proxy is an HTTP proxy (http:// or https://, credentials in the
+	// URL if it needs them) that carries every delivery: absolute-form
+	// requests for http URLs, CONNECT for https. The proxy resolves host
+	// names, so the destination check on resolved addresses is its job;
+	// URLs with a literal IP are still checked. Placeholders such as
+	// {env.WEBHOOKS_PROXY} are expanded. Default: none (deliveries dial
+	// directly; the environment's HTTP_PROXY is ignored).
+	Proxy string `json:"proxy,omitempty"`
+
+	// NoProxy lists destinations dialled directly despite Proxy: CIDRs
+	// and IP addresses match URLs with a literal IP, host names match
+	// themselves and their subdomains.
+	NoProxy []string `json:"no_proxy,omitempty"`
 
 	// Workers is how many delivery attempts run at once. Default: 64.
 	Workers int `json:"workers,omitempty"`
@@ -167,6 +182,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 		allow = append(allow, p)
 	}
 
+	var proxy *url.URL
+	if a.Proxy != "" {
+		if proxy, err = outbox.CheckProxyURL(caddy.NewReplacer().ReplaceKnown(a.Proxy, "")); err != nil {
+			return fmt.Errorf("proxy: %v", err)
+		}
+	}
+
 	a.maxBody = a.MaxBody
 	if a.maxBody == 0 {
 		a.maxBody = bodysize.Default
@@ -178,6 +200,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Retention:             time.Duration(a.Retention),
 		AllowDestinations:     allow,
 		DenyEndpoints:         adminEndpoints(ctx),
+		Proxy:                 proxy,
+		NoProxy:               a.NoProxy,
 		Workers:               a.Workers,
 		MaxInFlightPerWebhook: a.MaxInFlightPerWebhook,
 		RotationGrace:         time.Duration(a.RotationGrace),
@@ -236,6 +260,14 @@ func (a *App) Validate() error {
 	}
 	if err := a.OperationalWebhook.validate(); err != nil {
 		return err
+	}
+	for _, e := range a.NoProxy {
+		if err := outbox.CheckNoProxy(e); err != nil {
+			return fmt.Errorf("no_proxy: %v", err)
+		}
+	}
+	if len(a.NoProxy) > 0 && a.Proxy == "" {
+		return fmt.Errorf("no_proxy: applies only with proxy")
 	}
 	return nil
 }

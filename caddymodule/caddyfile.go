@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/bodysize"
+	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 )
 
 func init() {
@@ -39,6 +40,8 @@ func init() {
 //	    max_body                  <size>
 //	    retention                 <duration>
 //	    allow_destinations        <cidr|ip>...
+//	    proxy                     <url>
+//	    no_proxy                  <host|cidr>...
 //	    workers                   <n>
 //	    max_in_flight_per_webhook <n>
 //	    disable_after             <duration>
@@ -51,8 +54,8 @@ func init() {
 //	}
 //
 // encryption_key is shorthand for storage badger's option of that name.//
-// events, retry_schedule and allow_destinations may be repeated; their
-// values add up.
+// events, retry_schedule, allow_destinations and no_proxy may be
+// repeated; their values add up.
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	if existing != nil {
 		return nil, d.Err("the webhooks global option may appear only once")
@@ -122,6 +125,25 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 				}
 			}
 			app.AllowDestinations = append(app.AllowDestinations, args...)
+		case "proxy":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			if app.Proxy != "" {
+				return nil, d.Errf("proxy: may appear only once")
+			}
+			app.Proxy = d.Val()
+		case "no_proxy":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.Errf("no_proxy: want at least one host name or CIDR")
+			}
+			for _, arg := range args {
+				if err := outbox.CheckNoProxy(arg); err != nil {
+					return nil, d.Errf("no_proxy: %v", err)
+				}
+			}
+			app.NoProxy = append(app.NoProxy, args...)
 		case "workers", "max_in_flight_per_webhook":
 			n, err := parsePositiveInt(d)
 			if err != nil {

@@ -21,6 +21,7 @@ const (
 
 var metrics = struct {
 	eventsReceived   *prometheus.CounterVec
+	eventsFiltered   *prometheus.CounterVec
 	attempts         *prometheus.CounterVec
 	deliveriesFailed *prometheus.CounterVec
 	duration         *prometheus.HistogramVec
@@ -33,6 +34,12 @@ var metrics = struct {
 		Subsystem: metricsSubsystem,
 		Name:      "events_received_total",
 		Help:      "Events accepted by webhook_events and durably stored.",
+	}, []string{"event"}),
+	eventsFiltered: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace,
+		Subsystem: metricsSubsystem,
+		Name:      "events_filtered_total",
+		Help:      "Deliveries not created because a webhook's filter did not match the event: one per event and webhook.",
 	}, []string{"event"}),
 	attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace,
@@ -89,7 +96,7 @@ func oldestPendingSeconds() float64 {
 // registerMetrics registers the collectors into reg, once per registry.
 func registerMetrics(reg prometheus.Registerer) error {
 	for _, c := range []prometheus.Collector{
-		metrics.eventsReceived, metrics.attempts, metrics.deliveriesFailed,
+		metrics.eventsReceived, metrics.eventsFiltered, metrics.attempts, metrics.deliveriesFailed,
 		metrics.duration, metrics.pending, metrics.oldestPending, metrics.storeBytes,
 		operationalEvents,
 	} {
@@ -109,6 +116,7 @@ func initMetricLabels(events []string) {
 	initOperationalLabels()
 	for _, ev := range events {
 		metrics.eventsReceived.WithLabelValues(ev)
+		metrics.eventsFiltered.WithLabelValues(ev)
 		metrics.deliveriesFailed.WithLabelValues(ev)
 		for _, o := range []string{outcomeSuccess, outcomeFailure} {
 			metrics.attempts.WithLabelValues(ev, o)
@@ -134,6 +142,10 @@ type observer struct{}
 
 func (observer) EventReceived(eventType string) {
 	metrics.eventsReceived.WithLabelValues(eventType).Inc()
+}
+
+func (observer) EventFiltered(eventType string) {
+	metrics.eventsFiltered.WithLabelValues(eventType).Inc()
 }
 
 func (observer) AttemptFinished(eventType string, success bool, took time.Duration) {

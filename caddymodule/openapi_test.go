@@ -163,6 +163,14 @@ func TestOpenAPIMatchesResponses(t *testing.T) {
 	c.check(201, "POST", base, `{"name":"ci","url":"`+endpoint+`/hook","events":["job_finished","job_created"],"secret":"`+testSecret+`"}`).decode(t, &hook)
 	one := base + "/" + hook.ID
 	c.check(400, "POST", base, `{"name":"ci","url":"ftp://example.com","events":["job_finished"]}`)
+	var optioned struct{ ID string }
+	c.check(201, "POST", base, `{"name":"opts","url":"`+endpoint+`/opts","events":["job_finished"],
+		"headers":{"X-Api-Key":"k","X-Team":"t"},"filter":"data.appId == 'app1'",
+		"retrySchedule":["1s","1m"],"timeout":"2s","maxInFlight":2,"rateLimit":5}`).decode(t, &optioned)
+	c.check(200, "PATCH", base+"/"+optioned.ID, `{"headers":{"X-Team":null,"X-Env":"e"},"timeout":null,"retrySchedule":[],"filter":""}`)
+	c.check(400, "POST", base, `{"name":"ci","url":"https://example.com","events":["job_finished"],"headers":{"Host":"x"}}`)
+	c.check(400, "PATCH", base+"/"+optioned.ID, `{"filter":"data.appId =="}`)
+	c.check(204, "DELETE", base+"/"+optioned.ID, "")
 	c.check(413, "POST", base, big)
 	c.check(415, "POST", base, `{}`, "Content-Type", "text/plain")
 

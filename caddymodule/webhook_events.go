@@ -10,6 +10,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 )
 
 func init() {
@@ -107,7 +109,9 @@ func (h *Events) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		writeError(w, http.StatusServiceUnavailable, "webhooks app is not running")
 		return nil
 	}
-	res, err := ob.Ingest(r.Context(), body, key)
+	// The event keeps the request's trace context (the span of Caddy's
+	// tracing directive, else the traceparent header) for its deliveries.
+	res, err := ob.Ingest(outbox.ExtractTrace(r.Context(), r.Header), body, key)
 	if err != nil {
 		writeOutboxError(w, h.logger, err)
 		return nil

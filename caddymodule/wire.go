@@ -3,14 +3,17 @@ package caddymodule
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
 	"go.uber.org/zap"
@@ -20,39 +23,167 @@ import (
 )
 
 // webhookView is a webhook as the API shows it: whether a secret is set,
-// never what it is.
+// never what it is, and likewise the names of sensitive headers, never
+// their values. Delivery settings left to the app's defaults are absent.
 type webhookView struct {
-	ID             string    `json:"id"`
-	AppID          string    `json:"appId"`
-	Name           string    `json:"name"`
-	URL            string    `json:"url"`
-	Events         []string  `json:"events"`
-	HasSecret      bool      `json:"hasSecret"`
-	Enabled        bool      `json:"enabled"`
-	DisabledReason string    `json:"disabledReason,omitempty"`
-	CreatedAt      time.Time `json:"createdAt"`
-	UpdatedAt      time.Time `json:"updatedAt"`
+	ID               string            `json:"id"`
+	AppID            string            `json:"appId"`
+	Name             string            `json:"name"`
+	URL              string            `json:"url"`
+	Events           []string          `json:"events"`
+	HasSecret        bool              `json:"hasSecret"`
+	Enabled          bool              `json:"enabled"`
+	DisabledReason   string            `json:"disabledReason,omitempty"`
+	Headers          map[string]string `json:"headers,omitempty"`
+	SensitiveHeaders []string          `json:"sensitiveHeaders,omitempty"`
+	Filter           string            `json:"filter,omitempty"`
+	RetrySchedule    *[]string         `json:"retrySchedule,omitempty"`
+	Timeout          string            `json:"timeout,omitempty"`
+	MaxInFlight      int               `json:"maxInFlight,omitempty"`
+	RateLimit        int               `json:"rateLimit,omitempty"`
+	CreatedAt        time.Time         `json:"createdAt"`
+	UpdatedAt        time.Time         `json:"updatedAt"`
 }
 
 func newWebhookView(w *outbox.Webhook) webhookView {
-	return webhookView{
+	v := webhookView{
 		ID: w.ID, AppID: w.AppID, Name: w.Name, URL: w.URL, Events: w.Events,
 		HasSecret: w.Secret != "", Enabled: w.Enabled, DisabledReason: w.DisabledReason,
+		Filter: w.Filter, MaxInFlight: w.MaxInFlight, RateLimit: w.RateLimit,
 		CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt,
 	}
+	for name, value := range w.Headers {
+		if outbox.SensitiveHeader(name) {
+			v.SensitiveHeaders = append(v.SensitiveHeaders, name)
+			continue
+		}
+		if v.Headers == nil {
+			v.Headers = map[string]string{}
+		}
+		v.Headers[name] = value
+	}
+	slices.Sort(v.SensitiveHeaders)
+	if w.RetrySchedule != nil {
+		rs := make([]string, len(w.RetrySchedule))
+		for i, d := range w.RetrySchedule {
+			rs[i] = d.String()
+		}
+		v.RetrySchedule = &rs
+	}
+	if w.Timeout > 0 {
+		v.Timeout = w.Timeout.String()
+	}
+	return v
 }
 
 // webhookInput is a create or edit request body. On edit, absent fields
-// stay as they are; an empty secret removes the secret.
+// stay as they are; an empty secret removes the secret. The per-webhook
+// options are a JSON merge patch (RFC 7386): null returns one to the app's
+// default, and headers merge name by name.
 type webhookInput struct {
 	Name    *string   `json:"name,omitempty"`
 	URL     *string   `json:"url,omitempty"`
 	Events  *[]string `json:"events,omitempty"`
 	Secret  *string   `json:"secret,omitempty"`
 	Enabled *bool     `json:"enabled,omitempty"`
+
+	Headers       json.RawMessage `json:"headers,omitempty"`
+	Filter        json.RawMessage `json:"filter,omitempty"`
+	RetrySchedule json.RawMessage `json:"retrySchedule,omitempty"`
+	Timeout       json.RawMessage `json:"timeout,omitempty"`
+	MaxInFlight   json.RawMessage `json:"maxInFlight,omitempty"`
+	RateLimit     json.RawMessage `json:"rateLimit,omitempty"`
 }
 
-func (in webhookInput) outbox() outbox.WebhookInput { return outbox.WebhookInput(in) }
+// outbox decodes the input. Its errors name the field (and a header by
+// its name), never a value.
+func (in webhookInput) outbox() (outbox.WebhookInput, error) {
+	out := outbox.WebhookInput{Name: in.Name, URL: in.URL, Events: in.Events, Secret: in.Secret, Enabled: in.Enabled}
+	isNull := func(raw json.RawMessage) bool { return string(raw) == "null" }
+	if raw := in.Headers; raw != nil {
+		if isNull(raw) {
+			out.ReplaceHeaders = true
+		} else {
+			var fields map[string]json.RawMessage
+			if raw[0] != '{' || json.Unmarshal(raw, &fields) != nil {
+				return out, &outbox.ValidationError{Field: "headers", Message: "must be an object of header names to strings (or null to remove one)"}
+			}
+			out.Headers = make(map[string]*string, len(fields))
+			for name, v := range fields {
+				if isNull(v) {
+					out.Headers[name] = nil
+					continue
+				}
+				var s string
+				if v[0] != '"' || json.Unmarshal(v, &s) != nil {
+					return out, &outbox.ValidationError{Field: "headers", Message: fmt.Sprintf("the value of %q must be a string, or null to remove it", name)}
+				}
+				out.Headers[name] = &s
+			}
+		}
+	}
+	if raw := in.Filter; raw != nil {
+		var s string
+		if !isNull(raw) && (raw[0] != '"' || json.Unmarshal(raw, &s) != nil) {
+			return out, &outbox.ValidationError{Field: "filter", Message: "must be a string (a CEL expression), or \"\" or null to remove it"}
+		}
+		out.Filter = &s
+	}
+	if raw := in.RetrySchedule; raw != nil {
+		if isNull(raw) {
+			out.Unset = append(out.Unset, "retrySchedule")
+		} else {
+			var list []string
+			if raw[0] != '[' || json.Unmarshal(raw, &list) != nil {
+				return out, &outbox.ValidationError{Field: "retrySchedule", Message: `must be an array of durations such as ["10s","5m"]`}
+			}
+			rs := make([]time.Duration, len(list))
+			for i, s := range list {
+				d, err := caddy.ParseDuration(s)
+				if err != nil {
+					return out, &outbox.ValidationError{Field: "retrySchedule", Message: fmt.Sprintf("%q is not a duration such as \"10s\"", s)}
+				}
+				rs[i] = d
+			}
+			out.RetrySchedule = &rs
+		}
+	}
+	if raw := in.Timeout; raw != nil {
+		if isNull(raw) {
+			out.Unset = append(out.Unset, "timeout")
+		} else {
+			var s string
+			var d time.Duration
+			err := json.Unmarshal(raw, &s)
+			if err == nil {
+				d, err = caddy.ParseDuration(s)
+			}
+			if raw[0] != '"' || err != nil {
+				return out, &outbox.ValidationError{Field: "timeout", Message: `must be a duration such as "10s"`}
+			}
+			out.Timeout = &d
+		}
+	}
+	for _, f := range []struct {
+		name string
+		raw  json.RawMessage
+		dst  **int
+	}{{"maxInFlight", in.MaxInFlight, &out.MaxInFlight}, {"rateLimit", in.RateLimit, &out.RateLimit}} {
+		if f.raw == nil {
+			continue
+		}
+		if isNull(f.raw) {
+			out.Unset = append(out.Unset, f.name)
+			continue
+		}
+		var n int
+		if err := json.Unmarshal(f.raw, &n); err != nil {
+			return out, &outbox.ValidationError{Field: f.name, Message: "must be an integer"}
+		}
+		*f.dst = &n
+	}
+	return out, nil
+}
 
 // ingestView is what webhook_events answers.
 type ingestView struct {

@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"sync"
@@ -37,29 +39,46 @@ type dispatcher struct {
 	free     chan struct{}
 	stopping atomic.Bool
 
+	egress  atomic.Pointer[egress]
+	limiter RateLimiter
+
 	mu       sync.Mutex
 	busy     map[string]int // claimed jobs per webhook
 	inflight int
 	workers  int
 	perHook  int
+	// caps are the maxInFlight of webhooks that have their own, and
+	// notBefore the next rate-limit slot of rate-limited ones, as the
+	// last claim of each found them.
+	caps      map[string]int
+	notBefore map[string]time.Time
 }
 
 func newDispatcher(o *Outbox) *dispatcher {
 	d := &dispatcher{
-		o:    o,
-		free: make(chan struct{}, 1),
-		busy: map[string]int{},
+		o:         o,
+		free:      make(chan struct{}, 1),
+		busy:      map[string]int{},
+		caps:      map[string]int{},
+		notBefore: map[string]time.Time{},
 	}
-	dialer := &net.Dialer{
+	if rl, ok := o.store.(RateLimiter); ok {
+		d.limiter = rl
+	} else {
+		d.limiter = &memoryRateLimiter{}
+	}
+	guarded := &net.Dialer{
 		Timeout:   10 * time.Second,
 		KeepAlive: 30 * time.Second,
 		Control:   dialControl(o.options),
 	}
+	plain := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	d.client = &http.Client{
 		Transport: &http.Transport{
-			// No proxy: the destination check must see the real peer.
-			Proxy:                 nil,
-			DialContext:           dialer.DialContext,
+			// Only the proxy send chooses: the environment's proxy would
+			// take deliveries past the destination check.
+			Proxy:                 proxyFromContext,
+			DialContext:           dialVia(guarded.DialContext, plain.DialContext),
 			ForceAttemptHTTP2:     true,
 			MaxIdleConns:          1024,
 			MaxIdleConnsPerHost:   64,
@@ -78,6 +97,7 @@ func (d *dispatcher) configure(opts *Options) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.perHook = opts.MaxInFlightPerWebhook
+	d.egress.Store(newEgress(opts))
 	if d.workers == 0 {
 		// The pool is sized once; a reload with another size takes
 		// effect at the next start.
@@ -95,17 +115,71 @@ func (d *dispatcher) claimRequest(now time.Time, limit int) *ClaimRequest {
 	for id, n := range d.busy {
 		inflight[id] = n
 	}
-	return &ClaimRequest{Now: now, Limit: limit, InFlight: inflight, MaxInFlight: d.perHook}
+	return &ClaimRequest{Now: now, Limit: limit, InFlight: inflight, MaxInFlight: d.perHook,
+		MaxInFlightOf: maps.Clone(d.caps), NotBefore: maps.Clone(d.notBefore)}
 }
 
-// claimed counts the jobs a claim returned as in flight.
-func (d *dispatcher) claimed(jobs []*Job) {
+// claimed counts the jobs a claim returned as in flight, and learns each
+// webhook's own cap and rate limit from it. A claim is admitted by what
+// the last claim knew, so a webhook's first claim (or one after its cap
+// was lowered) can bring more than its cap: those come back as overflow,
+// for the caller to release unattempted.
+func (d *dispatcher) claimed(jobs []*Job) (run, overflow []*Job) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, j := range jobs {
-		d.busy[j.Delivery.WebhookID]++
+		id := j.Delivery.WebhookID
+		limit := d.perHook
+		if w := j.Webhook; w != nil {
+			if w.MaxInFlight > 0 {
+				d.caps[id], limit = w.MaxInFlight, w.MaxInFlight
+			} else {
+				delete(d.caps, id)
+			}
+			if _, ok := d.notBefore[id]; ok != (w.RateLimit > 0) {
+				if ok {
+					delete(d.notBefore, id)
+				} else {
+					d.notBefore[id] = time.Time{}
+				}
+			}
+		}
+		if d.busy[id] >= limit && !j.Gone {
+			overflow = append(overflow, j)
+			continue
+		}
+		d.busy[id]++
+		d.inflight++
+		run = append(run, j)
 	}
-	d.inflight += len(jobs)
+	return run, overflow
+}
+
+// holdOff keeps a rate-limited webhook out of claims until its next slot.
+func (d *dispatcher) holdOff(webhookID string, until time.Time) {
+	d.mu.Lock()
+	d.notBefore[webhookID] = until
+	d.mu.Unlock()
+}
+
+// nextSlot returns the first rate-limit slot still to come, zero if none,
+// and forgets the webhooks whose slot is long past.
+func (d *dispatcher) nextSlot(now time.Time) time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var next time.Time
+	for id, t := range d.notBefore {
+		switch {
+		case t.After(now):
+			if next.IsZero() || t.Before(next) {
+				next = t
+			}
+		case !t.IsZero() && now.Sub(t) > time.Minute && d.busy[id] == 0:
+			// Idle for a while: its next claim learns it again.
+			delete(d.notBefore, id)
+		}
+	}
+	return next
 }
 
 func (d *dispatcher) finish(webhookID string) {
@@ -158,17 +232,26 @@ func (d *dispatcher) run(ctx context.Context) {
 		d.mu.Unlock()
 		wait := time.Hour
 		if free > 0 {
-			jobs, next, err := d.o.store.Claim(ctx, d.claimRequest(time.Now(), free))
+			now := time.Now()
+			jobs, next, err := d.o.store.Claim(ctx, d.claimRequest(now, free))
 			if err != nil {
 				log.Error("claiming due deliveries", zap.Error(err))
 				wait = time.Second
 			}
-			d.claimed(jobs)
-			for _, j := range jobs {
+			run, overflow := d.claimed(jobs)
+			for _, j := range overflow {
+				if err := d.o.store.Release(context.Background(), j); err != nil {
+					log.Error("releasing a delivery over its webhook's max_in_flight", zap.Error(err))
+				}
+			}
+			for _, j := range run {
 				d.jobs <- j
 			}
-			if err == nil && len(jobs) == free {
+			if err == nil && len(jobs) == free && len(overflow) == 0 {
 				continue
+			}
+			if slot := d.nextSlot(now); !slot.IsZero() && (next.IsZero() || slot.Before(next)) {
+				next = slot
 			}
 			if !next.IsZero() {
 				wait = max(time.Until(next), 0)
@@ -211,8 +294,19 @@ func (d *dispatcher) attempt(j *Job) {
 		d.save(j, log)
 		return
 	}
+	if w.RateLimit > 0 && !d.takeSlot(j, log) {
+		return
+	}
 
-	a, resp := d.send(w, j.Event, now, opts.Timeout)
+	timeout, schedule := opts.Timeout, opts.RetrySchedule
+	if w.Timeout > 0 {
+		timeout = w.Timeout
+	}
+	if w.RetrySchedule != nil {
+		schedule = w.RetrySchedule
+	}
+	now = time.Now()
+	a, resp := d.send(w, j.Event, now, timeout)
 	dl.Attempts = append(dl.Attempts, a)
 	dl.Round++
 	success := a.ResponseStatusCode >= 200 && a.ResponseStatusCode < 300 && a.Error == ""
@@ -246,11 +340,11 @@ func (d *dispatcher) attempt(j *Job) {
 		d.finishDelivery(j, StatusFailed, log)
 		return
 	}
-	if dl.Resend || dl.Round > len(opts.RetrySchedule) {
+	if dl.Resend || dl.Round > len(schedule) {
 		d.finishDelivery(j, StatusFailed, log)
 		return
 	}
-	wait := jitter(opts.RetrySchedule[dl.Round-1])
+	wait := jitter(schedule[dl.Round-1])
 	if resp.throttled {
 		wait = max(wait, throttleFloor)
 	}
@@ -260,6 +354,27 @@ func (d *dispatcher) attempt(j *Job) {
 	next := now.Add(wait)
 	dl.NextAttemptAt = &next
 	d.save(j, log)
+}
+
+// takeSlot takes the webhook's next rate-limit slot for the job. When the
+// slot has not come, the job goes back unattempted (waiting is neither an
+// attempt nor a failure) and the webhook is held back until the slot.
+func (d *dispatcher) takeSlot(j *Job, log *zap.Logger) bool {
+	w := j.Webhook
+	wait, err := d.limiter.TakeSlot(context.Background(), w.ID, w.RateLimit)
+	if err != nil {
+		log.Error("taking a rate limit slot", zap.Error(err))
+		wait = time.Second
+	}
+	if wait <= 0 {
+		d.holdOff(w.ID, time.Now().Add(SlotInterval(w.RateLimit)))
+		return true
+	}
+	d.holdOff(w.ID, time.Now().Add(wait))
+	if err := d.o.store.Release(context.Background(), j); err != nil {
+		log.Error("releasing a rate-limited delivery", zap.Error(err))
+	}
+	return false
 }
 
 func (d *dispatcher) finishDelivery(j *Job, s Status, log *zap.Logger) {
@@ -367,11 +482,26 @@ func (d *dispatcher) send(w *Webhook, ev *Event, now time.Time, timeout time.Dur
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(ev.Body))
 	if err != nil {
-		a.Error = "building request: " + err.Error()
+		a.Error = "building request: the URL does not parse"
 		res.err = err
 		return a, res
 	}
+	if eg := d.egress.Load(); eg.proxyFor(req.URL) != nil {
+		// The proxy resolves names; a literal address is still checked.
+		if addr, err := netip.ParseAddr(req.URL.Hostname()); err == nil {
+			if reason := blockedReason(addr, d.o.options().AllowDestinations); reason != "" {
+				blocked := &BlockedError{Addr: addr.WithZone(""), Reason: reason}
+				a.Error, res.err, res.blocked = blocked.Error(), blocked, true
+				return a, res
+			}
+		}
+		req = req.WithContext(withProxy(ctx, eg))
+	}
 	req.Header = signedHeaders(w, ev, now)
+	for name, v := range w.Headers {
+		req.Header[name] = []string{v}
+	}
+	setTraceHeaders(req.Header, ev)
 	start := time.Now()
 	resp, err := d.client.Do(req)
 	if err != nil {

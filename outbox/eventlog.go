@@ -2,14 +2,10 @@ package outbox
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
-
-	"cel.dev/cel-go/cel"
-	"cel.dev/cel-go/ext"
 )
 
 // EventScanFactor bounds the work of a filtered event-log page: a page of
@@ -18,9 +14,6 @@ import (
 // that matches nothing in a large window costs one bounded page, not the
 // whole window.
 const EventScanFactor = 50
-
-// MaxFilterLen bounds a CEL filter expression.
-const MaxFilterLen = 4 << 10
 
 // EventFilter narrows an event-log listing in the store.
 type EventFilter struct {
@@ -111,7 +104,7 @@ func (o *Outbox) ListEvents(ctx context.Context, appID string, q EventQuery) (Ev
 	}
 	f := EventFilter{Type: q.Type, Since: q.Since, Until: q.Until, Limit: q.Limit, Cursor: q.Cursor}
 	if q.Filter != "" {
-		m, err := CompileEventFilter(q.Filter)
+		m, err := o.eventMatcher(q.Filter)
 		if err != nil {
 			return EventPage{}, err
 		}
@@ -128,56 +121,21 @@ func (o *Outbox) GetEvent(ctx context.Context, appID, id string) (*Event, []*Del
 	return o.store.Event(ctx, appID, id)
 }
 
-// CompileEventFilter compiles a CEL expression over event and data into a
-// predicate on events. An event whose body does not decode, or on which
-// the expression fails (a missing field), does not match.
-func CompileEventFilter(expr string) (func(*Event) bool, error) {
-	if len(expr) > MaxFilterLen {
-		return nil, invalid("filter", "longer than %d bytes", MaxFilterLen)
-	}
-	env, err := cel.NewEnv(
-		cel.Variable("event", cel.StringType),
-		cel.Variable("data", cel.MapType(cel.StringType, cel.DynType)),
-		ext.Strings(),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("building the filter environment: %w", err)
-	}
-	checked, iss := env.Compile(expr)
-	if iss.Err() != nil {
-		return nil, invalid("filter", "%s", iss.Err())
-	}
-	if checked.OutputType() != cel.BoolType {
-		return nil, invalid("filter", "must be a bool expression, not %s", checked.OutputType())
-	}
-	prg, err := env.Program(checked, cel.CostLimit(100_000), cel.InterruptCheckFrequency(100))
+// eventMatcher compiles a filter, in the language and within the limits
+// of webhook filters, into a predicate on events. An event whose data does
+// not decode, or on which the expression fails (a missing field), does not
+// match.
+func (o *Outbox) eventMatcher(expr string) (func(*Event) bool, error) {
+	f, err := o.CompileFilter(expr)
 	if err != nil {
 		return nil, invalid("filter", "%s", err)
 	}
 	return func(ev *Event) bool {
-		data, ok := eventData(ev.Body)
-		if !ok {
-			return false
-		}
-		out, _, err := prg.Eval(map[string]any{"event": ev.Type, "data": data})
+		in, err := NewFilterInput(ev.Type, ev.Body)
 		if err != nil {
 			return false
 		}
-		b, ok := out.Value().(bool)
-		return ok && b
+		ok, _ := f.Match(in)
+		return ok
 	}, nil
-}
-
-// eventData decodes the data object of an event body, taking members by
-// their exact names as ParseEvent does.
-func eventData(body []byte) (map[string]any, bool) {
-	var top map[string]json.RawMessage
-	if json.Unmarshal(body, &top) != nil {
-		return nil, false
-	}
-	var data map[string]any
-	if json.Unmarshal(top["data"], &data) != nil || data == nil {
-		return nil, false
-	}
-	return data, true
 }

@@ -124,14 +124,29 @@ func (o *Outbox) Ingest(ctx context.Context, body []byte, idempotencyKey string)
 	}
 	now := time.Now()
 	ev := &Event{ID: newID(), AppID: appID, Type: evType, ReceivedAt: now, Body: slices.Clone(body)}
+	ev.TraceParent, ev.TraceState = traceOf(ctx)
 	in := &Ingest{Event: ev, IdempotencyKey: idempotencyKey}
 	if idempotencyKey != "" {
 		sum := sha256.Sum256(body)
 		in.BodyHash = sum[:]
 	}
+	var (
+		input    *FilterInput
+		inputErr error
+		filtered int
+	)
 	for _, w := range hooks {
 		if !w.Subscribes(evType) {
 			continue
+		}
+		if w.Filter != "" {
+			if input == nil && inputErr == nil {
+				input, inputErr = NewFilterInput(evType, body)
+			}
+			if !o.matches(w, input) {
+				filtered++
+				continue
+			}
 		}
 		in.Deliveries = append(in.Deliveries, newDelivery(w, ev, now))
 	}
@@ -142,12 +157,30 @@ func (o *Outbox) Ingest(ctx context.Context, body []byte, idempotencyKey string)
 		return IngestResult{}, &KeyReusedError{Key: idempotencyKey}
 	}
 	if !in.Result.Duplicate {
-		o.options().Observer.EventReceived(evType)
+		obs := o.options().Observer
+		obs.EventReceived(evType)
+		for range filtered {
+			obs.EventFiltered(evType)
+		}
 		if len(in.Deliveries) > 0 {
 			o.notify()
 		}
 	}
 	return in.Result, nil
+}
+
+// matches reports whether the webhook's filter is true for the event. A
+// filter that fails to compile or to evaluate matches nothing.
+func (o *Outbox) matches(w *Webhook, input *FilterInput) bool {
+	if input == nil {
+		return false
+	}
+	f, err := o.filterOf(w)
+	if err != nil {
+		return false
+	}
+	ok, _ := f.Match(input)
+	return ok
 }
 
 func newDelivery(w *Webhook, ev *Event, now time.Time) *Delivery {

@@ -3,6 +3,7 @@ package outbox
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 )
@@ -40,6 +41,23 @@ type Webhook struct {
 	// DisabledReason says why the sender disabled the webhook ("gone",
 	// "failing"); empty when a user did or it is enabled.
 	DisabledReason string
+
+	// Headers are extra request headers sent on every attempt. Values of
+	// sensitive names (see SensitiveHeader) are write-only like Secret.
+	Headers map[string]string
+	// Filter is a CEL expression over event and data; an event for which
+	// it is not true creates no delivery for this webhook. Empty: every
+	// event of the subscribed types.
+	Filter string
+	// RetrySchedule, Timeout, MaxInFlight and RateLimit override the
+	// app's options for this webhook; nil or zero means the app's.
+	// A non-nil empty RetrySchedule means a single attempt.
+	RetrySchedule []time.Duration
+	Timeout       time.Duration
+	MaxInFlight   int
+	// RateLimit is at most this many attempts a second, spaced evenly;
+	// zero is no limit.
+	RateLimit int
 }
 
 // Subscribes reports whether the webhook wants events of type ev.
@@ -69,6 +87,8 @@ func (w *Webhook) signingKeys(now time.Time) [][]byte {
 func (w *Webhook) Clone() *Webhook {
 	c := *w
 	c.Events = slices.Clone(w.Events)
+	c.Headers = maps.Clone(w.Headers)
+	c.RetrySchedule = slices.Clone(w.RetrySchedule)
 	return &c
 }
 
@@ -79,6 +99,10 @@ type Event struct {
 	Type       string
 	ReceivedAt time.Time
 	Body       []byte
+	// TraceParent and TraceState are the W3C trace context of the ingest
+	// request, empty when it had none; every attempt continues that trace.
+	TraceParent string
+	TraceState  string
 }
 
 // Status is where a delivery stands.

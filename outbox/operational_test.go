@@ -70,6 +70,7 @@ type countingObserver struct {
 }
 
 func (*countingObserver) EventReceived(string)                        {}
+func (*countingObserver) EventFiltered(string)                        {}
 func (*countingObserver) AttemptFinished(string, bool, time.Duration) {}
 func (*countingObserver) DeliveryFailed(string)                       {}
 func (*countingObserver) QueueStats(outbox.Stats)                     {}

@@ -7,11 +7,13 @@ package outbox
 import (
 	"context"
 	"net/netip"
+	"net/url"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"cel.dev/cel-go/cel"
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 )
@@ -34,6 +36,14 @@ type Options struct {
 	// DenyEndpoints are never reached, even inside AllowDestinations:
 	// Caddy's admin endpoint, which a delivery could otherwise reconfigure.
 	DenyEndpoints []Endpoint
+	// Proxy, when set, carries every delivery (absolute-form requests for
+	// http URLs, CONNECT for https); the proxy resolves host names, so the
+	// destination check on resolved addresses is its job. NoProxy lists
+	// destinations dialled directly and checked as usual: CIDRs and IP
+	// addresses match URLs with a literal IP, host names match themselves
+	// and their subdomains.
+	Proxy   *url.URL
+	NoProxy []string
 	// Workers is how many attempts run at once; default 64.
 	Workers int
 	// MaxInFlightPerWebhook caps concurrent attempts to one webhook so a
@@ -90,6 +100,9 @@ func (o Options) withDefaults() Options {
 // Observer is told what happens, for metrics.
 type Observer interface {
 	EventReceived(eventType string)
+	// EventFiltered counts a webhook that an event was not delivered to
+	// because the webhook's filter did not match it.
+	EventFiltered(eventType string)
 	AttemptFinished(eventType string, success bool, took time.Duration)
 	DeliveryFailed(eventType string)
 	QueueStats(Stats)
@@ -98,6 +111,7 @@ type Observer interface {
 type nopObserver struct{}
 
 func (nopObserver) EventReceived(string)                        {}
+func (nopObserver) EventFiltered(string)                        {}
 func (nopObserver) AttemptFinished(string, bool, time.Duration) {}
 func (nopObserver) DeliveryFailed(string)                       {}
 func (nopObserver) QueueStats(Stats)                            {}
@@ -121,6 +135,10 @@ type Outbox struct {
 	ops operationalState
 
 	portalKey atomic.Pointer[[]byte] // read once from the store
+
+	filterEnv    *cel.Env
+	filterEnvErr error
+	filters      filterCache
 }
 
 // New makes an Outbox on store. Start begins committing and delivering.
@@ -131,6 +149,7 @@ func New(store Store, opts Options) *Outbox {
 		stopped: make(chan struct{}),
 		wake:    make(chan struct{}, 1),
 	}
+	o.filterEnv, o.filterEnvErr = newFilterEnv()
 	o.Configure(opts)
 	o.d = newDispatcher(o)
 	return o

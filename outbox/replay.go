@@ -49,9 +49,29 @@ func (o *Outbox) Replay(ctx context.Context, appID, webhookID string, since, unt
 	if err != nil {
 		return 0, err
 	}
+	match := func(ev *Event) bool { return w.Subscribes(ev.Type) }
+	if w.Filter != "" {
+		// The webhook's own filter, as at ingest: replay creates only
+		// what ingest would have.
+		f, err := o.filterOf(w)
+		if err != nil {
+			return 0, invalid("filter", "%s", err)
+		}
+		match = func(ev *Event) bool {
+			if !w.Subscribes(ev.Type) {
+				return false
+			}
+			in, err := NewFilterInput(ev.Type, ev.Body)
+			if err != nil {
+				return false
+			}
+			ok, _ := f.Match(in)
+			return ok
+		}
+	}
 	n, err := o.store.Replay(ctx, appID, webhookID, &ReplayRequest{
 		Since: since, Until: until, MaxEvents: MaxReplayEvents,
-		Match: func(ev *Event) bool { return w.Subscribes(ev.Type) },
+		Match: match,
 		NewDelivery: func(ev *Event) *Delivery {
 			now := time.Now()
 			return newDelivery(w, ev, now)

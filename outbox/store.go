@@ -145,15 +145,32 @@ type ClaimRequest struct {
 	// InFlight counts the attempts each webhook has running; Admit adds
 	// the ones it admits.
 	InFlight map[string]int
-	// MaxInFlight caps concurrent attempts per webhook.
-	MaxInFlight int
+	// MaxInFlight caps concurrent attempts per webhook, and
+	// MaxInFlightOf the webhooks with a cap of their own.
+	MaxInFlight   int
+	MaxInFlightOf map[string]int
+	// NotBefore holds back rate-limited webhooks until their next slot;
+	// once it has come, one delivery of the webhook is admitted, since a
+	// slot is one attempt.
+	NotBefore map[string]time.Time
 }
 
 // Admit reports whether a delivery of the webhook may be claimed, and
 // counts it if so.
 func (r *ClaimRequest) Admit(webhookID string) bool {
-	if r.InFlight[webhookID] >= r.MaxInFlight {
+	limit := r.MaxInFlight
+	if n := r.MaxInFlightOf[webhookID]; n > 0 {
+		limit = n
+	}
+	if r.InFlight[webhookID] >= limit {
 		return false
+	}
+	if t, ok := r.NotBefore[webhookID]; ok {
+		if r.Now.Before(t) {
+			return false
+		}
+		// Later in the same claim, Now is before this: no second one.
+		r.NotBefore[webhookID] = r.Now.Add(1)
 	}
 	if r.InFlight == nil {
 		r.InFlight = map[string]int{}

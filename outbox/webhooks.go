@@ -18,7 +18,34 @@ type WebhookInput struct {
 	Events  *[]string
 	Secret  *string
 	Enabled *bool
+
+	// Headers edits the extra headers as RFC 7386 merges an object: a name
+	// with a value is set, a name with nil removed, other names stay.
+	// ReplaceHeaders drops every header first.
+	Headers        map[string]*string
+	ReplaceHeaders bool
+	// Filter is a CEL expression; "" removes it.
+	Filter *string
+	// The delivery settings; Unset names those to return to the app's
+	// defaults ("retrySchedule", "timeout", "maxInFlight", "rateLimit").
+	RetrySchedule *[]time.Duration
+	Timeout       *time.Duration
+	MaxInFlight   *int
+	RateLimit     *int
+	Unset         []string
 }
+
+// Bounds of the per-webhook delivery settings.
+const (
+	maxRetries       = 50
+	maxRetryWait     = 7 * 24 * time.Hour
+	maxTimeoutFactor = 4
+	MaxMaxInFlight   = 256
+	unsetRetry       = "retrySchedule"
+	unsetTimeout     = "timeout"
+	unsetMaxInFlight = "maxInFlight"
+	unsetRateLimit   = "rateLimit"
+)
 
 const maxSecretLen = 1024
 
@@ -72,6 +99,95 @@ func (o *Outbox) validate(in *WebhookInput, create bool) error {
 	}
 	if in.Secret != nil && len(*in.Secret) > maxSecretLen {
 		return invalid("secret", "longer than %d bytes", maxSecretLen)
+	}
+	return o.validateSettings(in, opts)
+}
+
+// validateSettings checks the per-webhook options of in and puts the
+// header names in canonical form.
+func (o *Outbox) validateSettings(in *WebhookInput, opts *Options) error {
+	if in.Headers != nil {
+		h, err := checkHeaders(in.Headers)
+		if err != nil {
+			return err
+		}
+		in.Headers = h
+	}
+	if in.Filter != nil && *in.Filter != "" {
+		if _, err := o.CompileFilter(*in.Filter); err != nil {
+			return invalid("filter", "%s", err.Error())
+		}
+	}
+	if in.RetrySchedule != nil {
+		rs := *in.RetrySchedule
+		if len(rs) > maxRetries {
+			return invalid("retrySchedule", "at most %d retries, not %d", maxRetries, len(rs))
+		}
+		for _, d := range rs {
+			if d < 0 || d > maxRetryWait {
+				return invalid("retrySchedule", "each wait must be from 0s to %s, not %s", maxRetryWait, d)
+			}
+		}
+	}
+	if in.Timeout != nil {
+		if t, most := *in.Timeout, maxTimeoutFactor*opts.Timeout; t <= 0 || t > most {
+			return invalid("timeout", "must be more than 0s and at most %s (%d × the app's timeout)", most, maxTimeoutFactor)
+		}
+	}
+	if in.MaxInFlight != nil && (*in.MaxInFlight < 1 || *in.MaxInFlight > MaxMaxInFlight) {
+		return invalid("maxInFlight", "must be an integer from 1 to %d", MaxMaxInFlight)
+	}
+	if in.RateLimit != nil && (*in.RateLimit < 1 || *in.RateLimit > MaxRateLimit) {
+		return invalid("rateLimit", "must be an integer from 1 to %d (attempts per second)", MaxRateLimit)
+	}
+	for _, name := range in.Unset {
+		switch name {
+		case unsetRetry, unsetTimeout, unsetMaxInFlight, unsetRateLimit:
+		default:
+			return invalid(name, "cannot be unset")
+		}
+	}
+	return nil
+}
+
+// applySettings applies the per-webhook options of a validated input.
+func applySettings(w *Webhook, in *WebhookInput) error {
+	if in.Headers != nil || in.ReplaceHeaders {
+		h, err := applyHeaders(w.Headers, in.ReplaceHeaders, in.Headers)
+		if err != nil {
+			return err
+		}
+		w.Headers = h
+	}
+	if in.Filter != nil {
+		w.Filter = *in.Filter
+	}
+	for _, name := range in.Unset {
+		switch name {
+		case unsetRetry:
+			w.RetrySchedule = nil
+		case unsetTimeout:
+			w.Timeout = 0
+		case unsetMaxInFlight:
+			w.MaxInFlight = 0
+		case unsetRateLimit:
+			w.RateLimit = 0
+		}
+	}
+	if in.RetrySchedule != nil {
+		w.RetrySchedule = slices.Clone(*in.RetrySchedule)
+		if w.RetrySchedule == nil {
+			w.RetrySchedule = []time.Duration{}
+		}
+	}
+	if in.Timeout != nil {
+		w.Timeout = *in.Timeout
+	}
+	if in.MaxInFlight != nil {
+		w.MaxInFlight = *in.MaxInFlight
+	}
+	if in.RateLimit != nil {
+		w.RateLimit = *in.RateLimit
 	}
 	return nil
 }
@@ -131,6 +247,9 @@ func (o *Outbox) CreateWebhook(ctx context.Context, appID string, in WebhookInpu
 	if in.Enabled != nil {
 		w.Enabled = *in.Enabled
 	}
+	if err := applySettings(w, &in); err != nil {
+		return nil, err
+	}
 	if err := o.store.CreateWebhook(ctx, w); err != nil {
 		return nil, err
 	}
@@ -170,6 +289,9 @@ func (o *Outbox) UpdateWebhook(ctx context.Context, appID, id string, in Webhook
 				w.FailingSince = time.Time{}
 			}
 		}
+		if err := applySettings(w, &in); err != nil {
+			return err
+		}
 		w.UpdatedAt = now
 		return nil
 	})
@@ -178,7 +300,11 @@ func (o *Outbox) UpdateWebhook(ctx context.Context, appID, id string, in Webhook
 // DeleteWebhook removes a webhook and its history (the embedded store
 // deletes the history in the background, PostgreSQL in the transaction).
 func (o *Outbox) DeleteWebhook(ctx context.Context, appID, id string) error {
-	return o.store.DeleteWebhook(ctx, appID, id)
+	if err := o.store.DeleteWebhook(ctx, appID, id); err != nil {
+		return err
+	}
+	o.forgetFilter(id)
+	return nil
 }
 
 // GetWebhook returns one webhook.

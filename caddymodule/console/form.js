@@ -3,6 +3,7 @@
 
 import { h, toast } from './dom.js';
 import { call, events, paths, links, ApiError } from './api.js';
+import { optionFields } from './options.js';
 
 export async function showForm(view, app, id) {
   const [catalog, hook] = await Promise.all([
@@ -16,6 +17,7 @@ export async function showForm(view, app, id) {
 
   const form = h('form', { class: 'stack', novalidate: true }, formError,
     f.name.row, f.url.row, f.events.row, f.secret.row, f.enabled.row,
+    h('h3', {}, 'Delivery options'), ...f.options.rows(),
     h('p', { class: 'actions' }, save, ' ', h('a', { class: 'button', href: cancel }, 'Cancel')));
 
   form.addEventListener('submit', async (e) => {
@@ -53,7 +55,7 @@ function field(key, label, control, hint) {
   const error = h('p', { class: 'field-error', id: `f-${key}-error`, hidden: true });
   const hintEl = hint ? h('p', { class: 'hint', id: `f-${key}-hint` }, hint) : null;
   const described = [hintEl && hintEl.id, error.id].filter(Boolean).join(' ');
-  const focusable = control.matches('input, select, textarea') ? control : control.querySelector('input');
+  const focusable = control.matches('input, select, textarea') ? control : control.querySelector('input, button');
   focusable.setAttribute('aria-describedby', described);
   const row = label === null || control.matches('fieldset')
     ? h('div', { class: 'field' }, control, hintEl, error)
@@ -79,6 +81,8 @@ function fields(catalog, hook) {
     enabled: field('enabled', null, h('div', { class: 'check-row' }, enabledBox,
       hook && !hook.enabled && hook.disabledReason ? h('span', { class: 'hint' }, ` (turned off by the sender: ${hook.disabledReason})`) : null)),
   };
+  f.options = optionFields(hook, field);
+  for (const key of f.options.keys) f[key] = f.options[key];
   f.value = () => {
     const body = {
       name: name.value,
@@ -89,6 +93,8 @@ function fields(catalog, hook) {
     const s = secret.value();
     if (s.error) return { error: new ApiError(400, s.error) };
     if (s.secret !== undefined) body.secret = s.secret;
+    const optionError = f.options.apply(body);
+    if (optionError) return { error: new ApiError(400, optionError) };
     return body;
   };
   return f;
@@ -132,7 +138,7 @@ function secretControl(hook) {
 
 function clearErrors(f, formError) {
   formError.hidden = true;
-  for (const key of ['name', 'url', 'events', 'secret', 'enabled']) {
+  for (const key of ['name', 'url', 'events', 'secret', 'enabled', ...f.options.keys]) {
     f[key].error.hidden = true;
     f[key].error.textContent = '';
     f[key].focusable.removeAttribute('aria-invalid');

@@ -24,6 +24,13 @@ type webhookRecord struct {
 	PreviousSecretUntil time.Time `json:"previousSecretUntil,omitzero"`
 	FailingSince        time.Time `json:"failingSince,omitzero"`
 	DisabledReason      string    `json:"disabledReason,omitempty"`
+
+	Headers       map[string]string `json:"headers,omitempty"`
+	Filter        string            `json:"filter,omitempty"`
+	RetrySchedule []time.Duration   `json:"retrySchedule"`
+	Timeout       time.Duration     `json:"timeout,omitempty"`
+	MaxInFlight   int               `json:"maxInFlight,omitempty"`
+	RateLimit     int               `json:"rateLimit,omitempty"`
 }
 
 func encodeWebhook(w *outbox.Webhook) ([]byte, error) {
@@ -40,15 +47,17 @@ func decodeWebhook(v []byte, w *outbox.Webhook) error {
 }
 
 type eventMeta struct {
-	ID         string    `json:"id"`
-	AppID      string    `json:"appId"`
-	Type       string    `json:"event"`
-	ReceivedAt time.Time `json:"receivedAt"`
+	ID          string    `json:"id"`
+	AppID       string    `json:"appId"`
+	Type        string    `json:"event"`
+	ReceivedAt  time.Time `json:"receivedAt"`
+	TraceParent string    `json:"traceparent,omitempty"`
+	TraceState  string    `json:"tracestate,omitempty"`
 }
 
 // encodeEvent keeps the body outside the JSON so it stays byte for byte.
 func encodeEvent(e *outbox.Event) ([]byte, error) {
-	meta, err := json.Marshal(eventMeta{e.ID, e.AppID, e.Type, e.ReceivedAt})
+	meta, err := json.Marshal(eventMeta{e.ID, e.AppID, e.Type, e.ReceivedAt, e.TraceParent, e.TraceState})
 	if err != nil {
 		return nil, err
 	}
@@ -70,7 +79,8 @@ func decodeEvent(v []byte) (*outbox.Event, error) {
 	if err := json.Unmarshal(v[4:4+n], &m); err != nil {
 		return nil, err
 	}
-	return &outbox.Event{ID: m.ID, AppID: m.AppID, Type: m.Type, ReceivedAt: m.ReceivedAt, Body: slices.Clone(v[4+n:])}, nil
+	return &outbox.Event{ID: m.ID, AppID: m.AppID, Type: m.Type, ReceivedAt: m.ReceivedAt, Body: slices.Clone(v[4+n:]),
+		TraceParent: m.TraceParent, TraceState: m.TraceState}, nil
 }
 
 // deliveryRecord is a delivery as stored. Its member names are the ones

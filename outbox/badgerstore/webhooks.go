@@ -76,8 +76,7 @@ func (s *Store) UpdateWebhook(ctx context.Context, appID, id string, fn func(*ou
 	if !ok || cur.AppID != appID {
 		return nil, outbox.ErrNotFound
 	}
-	w := *cur
-	w.Events = slices.Clone(cur.Events)
+	w := *cur.Clone()
 	if err := fn(&w); err != nil {
 		return nil, err
 	}

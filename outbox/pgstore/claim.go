@@ -207,23 +207,27 @@ type webhookScan struct {
 	prevUntil, failingSince *time.Time
 	reason                  *string
 	created, updated        *time.Time
+	options                 []byte
 }
 
 func (x *webhookScan) targets() []any {
 	return []any{&x.id, &x.appID, &x.name, &x.url, &x.events, &x.enabled, &x.secret, &x.prev,
-		&x.prevUntil, &x.failingSince, &x.reason, &x.created, &x.updated}
+		&x.prevUntil, &x.failingSince, &x.reason, &x.created, &x.updated, &x.options}
 }
 
 func (x *webhookScan) result() *outbox.Webhook {
 	if x.id == nil {
 		return nil
 	}
-	return &outbox.Webhook{
+	w := &outbox.Webhook{
 		ID: *x.id, AppID: *x.appID, Name: *x.name, URL: *x.url, Events: x.events, Enabled: *x.enabled,
 		Secret: *x.secret, PreviousSecret: *x.prev, PreviousSecretUntil: timeOrZero(x.prevUntil),
 		FailingSince: timeOrZero(x.failingSince), DisabledReason: *x.reason,
 		CreatedAt: timeOrZero(x.created), UpdatedAt: timeOrZero(x.updated),
 	}
+	// A damaged options document leaves the app's defaults in force.
+	_ = decodeOptions(x.options, w)
+	return w
 }
 
 // Save writes the delivery back after an attempt and ends the lease,

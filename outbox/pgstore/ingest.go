@@ -29,6 +29,7 @@ func (s *Store) Commit(ctx context.Context, batch []*outbox.Ingest) error {
 
 	var (
 		evID, evApp, evType []string
+		evTrace, evState    []string
 		evAt                []time.Time
 		evBody              [][]byte
 
@@ -49,6 +50,7 @@ func (s *Store) Commit(ctx context.Context, batch []*outbox.Ingest) error {
 		}
 		evID, evApp, evType = append(evID, ev.ID), append(evApp, ev.AppID), append(evType, ev.Type)
 		evAt, evBody = append(evAt, ev.ReceivedAt), append(evBody, body)
+		evTrace, evState = append(evTrace, ev.TraceParent), append(evState, ev.TraceState)
 		for _, d := range in.Deliveries {
 			a, err := attemptsJSON(d.Attempts)
 			if err != nil {
@@ -66,11 +68,12 @@ func (s *Store) Commit(ctx context.Context, batch []*outbox.Ingest) error {
 	}
 	if len(evID) > 0 {
 		b := &pgx.Batch{}
-		b.Queue(`INSERT INTO events (id, app_id, type, received_at, body, expires_at)
-			SELECT u.id, u.app_id, u.type, u.received_at, u.body, now() + $6 * interval '1 microsecond'
-			FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bytea[])
-				AS u(id, app_id, type, received_at, body)`,
-			evID, evApp, evType, evAt, evBody, micros(time.Duration(s.events.Load())))
+		b.Queue(`INSERT INTO events (id, app_id, type, received_at, body, expires_at, trace_parent, trace_state)
+			SELECT u.id, u.app_id, u.type, u.received_at, u.body, now() + $6 * interval '1 microsecond',
+				u.trace_parent, u.trace_state
+			FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bytea[], $7::text[], $8::text[])
+				AS u(id, app_id, type, received_at, body, trace_parent, trace_state)`,
+			evID, evApp, evType, evAt, evBody, micros(time.Duration(s.events.Load())), evTrace, evState)
 		if len(dID) > 0 {
 			// A delivery whose webhook was deleted since the ingest listed
 			// it is dropped, as the embedded store drops it when claimed.

@@ -12,7 +12,7 @@ import (
 )
 
 const pgWebhookCols = `id, app_id, name, url, events, enabled, secret, previous_secret,
-	previous_secret_until, failing_since, disabled_reason, created_at, updated_at`
+	previous_secret_until, failing_since, disabled_reason, created_at, updated_at, options`
 
 // pgWebhookColsW are pgWebhookCols of a join, where the webhook is w.
 var pgWebhookColsW = "w." + strings.Join(strings.Split(strings.Join(strings.Fields(pgWebhookCols), " "), ", "), ", w.")
@@ -20,12 +20,53 @@ var pgWebhookColsW = "w." + strings.Join(strings.Split(strings.Join(strings.Fiel
 func scanWebhook(row pgx.Row) (*outbox.Webhook, error) {
 	var w outbox.Webhook
 	var prevUntil, failing *time.Time
+	var options []byte
 	if err := row.Scan(&w.ID, &w.AppID, &w.Name, &w.URL, &w.Events, &w.Enabled, &w.Secret, &w.PreviousSecret,
-		&prevUntil, &failing, &w.DisabledReason, &w.CreatedAt, &w.UpdatedAt); err != nil {
+		&prevUntil, &failing, &w.DisabledReason, &w.CreatedAt, &w.UpdatedAt, &options); err != nil {
 		return nil, err
 	}
 	w.PreviousSecretUntil, w.FailingSince = timeOrZero(prevUntil), timeOrZero(failing)
+	if err := decodeOptions(options, &w); err != nil {
+		return nil, err
+	}
 	return &w, nil
+}
+
+// optionsRecord is the options column: a webhook's per-webhook delivery
+// options. Durations are nanoseconds.
+type optionsRecord struct {
+	Headers       map[string]string `json:"headers,omitempty"`
+	Filter        string            `json:"filter,omitempty"`
+	RetrySchedule []time.Duration   `json:"retrySchedule,omitempty"`
+	// NoRetries tells an empty RetrySchedule (one attempt) from none.
+	NoRetries   bool          `json:"noRetries,omitempty"`
+	Timeout     time.Duration `json:"timeout,omitempty"`
+	MaxInFlight int           `json:"maxInFlight,omitempty"`
+	RateLimit   int           `json:"rateLimit,omitempty"`
+}
+
+func optionsJSON(w *outbox.Webhook) (string, error) {
+	b, err := json.Marshal(optionsRecord{
+		Headers: w.Headers, Filter: w.Filter, RetrySchedule: w.RetrySchedule,
+		NoRetries: w.RetrySchedule != nil && len(w.RetrySchedule) == 0,
+		Timeout:   w.Timeout, MaxInFlight: w.MaxInFlight, RateLimit: w.RateLimit,
+	})
+	return string(b), err
+}
+
+func decodeOptions(v []byte, w *outbox.Webhook) error {
+	var r optionsRecord
+	if len(v) > 0 {
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("decoding the options of webhook %s: %w", w.ID, err)
+		}
+	}
+	w.Headers, w.Filter, w.RetrySchedule = r.Headers, r.Filter, r.RetrySchedule
+	if r.NoRetries {
+		w.RetrySchedule = []time.Duration{}
+	}
+	w.Timeout, w.MaxInFlight, w.RateLimit = r.Timeout, r.MaxInFlight, r.RateLimit
+	return nil
 }
 
 const pgDeliveryCols = `d.id, d.app_id, d.webhook_id, d.event_id, d.event, d.status, d.created_at,
@@ -70,12 +111,13 @@ type eventScan struct {
 	id, appID, typ        *string
 	receivedAt, expiresAt *time.Time
 	body                  []byte
+	traceParent, traceSt  *string
 }
 
-const pgEventCols = `e.id, e.app_id, e.type, e.received_at, e.expires_at, e.body`
+const pgEventCols = `e.id, e.app_id, e.type, e.received_at, e.expires_at, e.body, e.trace_parent, e.trace_state`
 
 func (x *eventScan) targets() []any {
-	return []any{&x.id, &x.appID, &x.typ, &x.receivedAt, &x.expiresAt, &x.body}
+	return []any{&x.id, &x.appID, &x.typ, &x.receivedAt, &x.expiresAt, &x.body, &x.traceParent, &x.traceSt}
 }
 
 // result is nil when the join found no event (expired).
@@ -87,7 +129,8 @@ func (x *eventScan) result() *outbox.Event {
 	if body == nil {
 		body = []byte{}
 	}
-	return &outbox.Event{ID: *x.id, AppID: *x.appID, Type: *x.typ, ReceivedAt: *x.receivedAt, Body: body}
+	return &outbox.Event{ID: *x.id, AppID: *x.appID, Type: *x.typ, ReceivedAt: *x.receivedAt, Body: body,
+		TraceParent: *x.traceParent, TraceState: *x.traceSt}
 }
 
 // attemptRecord is an attempt as the attempts jsonb column holds it; its

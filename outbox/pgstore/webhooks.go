@@ -3,6 +3,7 @@ package pgstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
@@ -24,10 +25,14 @@ func (s *Store) CreateWebhook(ctx context.Context, w *outbox.Webhook) error {
 		return err
 	}
 	defer s.invalidate()
-	_, err := s.pool.Exec(ctx, `INSERT INTO webhooks (`+pgWebhookCols+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+	options, err := optionsJSON(w)
+	if err != nil {
+		return fmt.Errorf("encoding webhook options: %w", err)
+	}
+	_, err = s.pool.Exec(ctx, `INSERT INTO webhooks (`+pgWebhookCols+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::jsonb)`,
 		w.ID, w.AppID, w.Name, w.URL, w.Events, w.Enabled, w.Secret, w.PreviousSecret,
-		nullTime(w.PreviousSecretUntil), nullTime(w.FailingSince), w.DisabledReason, w.CreatedAt, w.UpdatedAt)
+		nullTime(w.PreviousSecretUntil), nullTime(w.FailingSince), w.DisabledReason, w.CreatedAt, w.UpdatedAt, options)
 	if err != nil {
 		return pgErr("creating webhook", err)
 	}
@@ -53,12 +58,16 @@ func (s *Store) UpdateWebhook(ctx context.Context, appID, id string, fn func(*ou
 	if err := fn(w); err != nil {
 		return nil, err
 	}
+	options, err := optionsJSON(w)
+	if err != nil {
+		return nil, fmt.Errorf("encoding webhook options: %w", err)
+	}
 	if _, err := tx.Exec(ctx, `UPDATE webhooks SET name = $3, url = $4, events = $5, enabled = $6,
 			secret = $7, previous_secret = $8, previous_secret_until = $9, failing_since = $10,
-			disabled_reason = $11, created_at = $12, updated_at = $13
+			disabled_reason = $11, created_at = $12, updated_at = $13, options = $14::jsonb
 		WHERE id = $1 AND app_id = $2`,
 		id, appID, w.Name, w.URL, w.Events, w.Enabled, w.Secret, w.PreviousSecret,
-		nullTime(w.PreviousSecretUntil), nullTime(w.FailingSince), w.DisabledReason, w.CreatedAt, w.UpdatedAt); err != nil {
+		nullTime(w.PreviousSecretUntil), nullTime(w.FailingSince), w.DisabledReason, w.CreatedAt, w.UpdatedAt, options); err != nil {
 		return nil, pgErr("writing webhook", err)
 	}
 	if err := tx.Commit(ctx); err != nil {

@@ -38,6 +38,16 @@ func Run(t *testing.T, open func(t *testing.T) outbox.Store) {
 	t.Run("AppIDs", func(t *testing.T) { suiteAppIDs(t, open(t)) })
 	t.Run("IdempotencyBodyHash", func(t *testing.T) { suiteIdempotencyBodyHash(t, open(t)) })
 	RunEvents(t, open)
+	t.Run("WebhookOptions", func(t *testing.T) { suiteWebhookOptions(t, open(t)) })
+	t.Run("EventTraceContext", func(t *testing.T) { suiteEventTraceContext(t, open(t)) })
+	t.Run("RateLimiter", func(t *testing.T) {
+		s := open(t)
+		rl, ok := s.(outbox.RateLimiter)
+		if !ok {
+			t.Skip("the store keeps no rate limits; the outbox does, in memory")
+		}
+		RateLimiterSlots(t, func() string { return CreateWebhook(t, s, "app1").ID }, rl)
+	})
 }
 
 // ---- helpers ----
