@@ -27,10 +27,12 @@ func BenchmarkIngestConcurrent(b *testing.B) {
 	release := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-release }))
 	defer srv.Close()
-	defer close(release)
 	o := outbox.New(s, outbox.Options{AllowDestinations: loopback, MaxInFlightPerWebhook: 1})
 	o.Start()
+	// Deferred calls run last first: the held attempt is let go before
+	// Close waits for it.
 	defer o.Close()
+	defer close(release)
 	if _, err := o.CreateWebhook(context.Background(), "bench", outbox.WebhookInput{Name: ptr("b"), URL: ptr(srv.URL), Events: &[]string{"job_finished"}}); err != nil {
 		b.Fatal(err)
 	}
