@@ -68,6 +68,23 @@ func setLocalTime(sel string, at time.Time) chromedp.Action[chromedp.Void] {
 	})
 }
 
+// setFields sets form controls' values, as a user editing them would
+// before pressing a button.
+func setFields(values map[string]string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		for sel, v := range values {
+			got, err := chromedp.Evaluate[string](fmt.Sprintf(`(() => { const el = document.querySelector(%q); el.value = %q; return el.value; })()`, sel, v))(ctx, t)
+			if err != nil {
+				return fmt.Errorf("setting %s: %w", sel, err)
+			}
+			if got != v {
+				return fmt.Errorf("%s holds %q after setting %q", sel, got, v)
+			}
+		}
+		return nil
+	})
+}
+
 // goHash opens a page of the console from the address bar, keeping the
 // page loaded (a navigation to a fragment has no load event to wait for).
 func goHash(hash string) chromedp.Action[chromedp.Void] {
@@ -232,10 +249,26 @@ http://127.0.0.1:%d {
 	}
 	screenshot(t, ctx, "console-events-filter-error-1280.png")
 
+	// A time window: the second set only, in the address too; then one
+	// that ends before it starts, refused under until.
+	eventsStep(t, ctx, "filter by time", setFields(map[string]string{"#e-event": "", "#e-filter": ""}),
+		setLocalTime("#e-since", replaySince), chromedp.Click(chromedp.CSS("#e-apply")),
+		eventsUntil(`document.querySelectorAll('#events tbody tr').length === 3`))
+	if ids, want := rowIDs(t, ctx, "#events"), []string{second[2], second[1], second[0]}; !slices.Equal(ids, want) {
+		t.Errorf("received since %v the list shows %v, want %v", replaySince, ids, want)
+	}
+	if h := value(t, ctx, chromedp.Evaluate[string](`location.hash`)); h != "#/apps/"+appID+"/events?since="+url.QueryEscape(replaySince.UTC().Format(time.RFC3339)) {
+		t.Errorf("filtered by time the address is %q, want the window in it", h)
+	}
+	eventsStep(t, ctx, "filter by a window that ends before it starts", setLocalTime("#e-until", replaySince.Add(-time.Minute)),
+		chromedp.Click(chromedp.CSS("#e-apply")), chromedp.WaitVisible(chromedp.CSS("#e-until-error")))
+	if msg := value(t, ctx, chromedp.Text(chromedp.CSS("#e-until-error"))); !strings.Contains(msg, "is before since") {
+		t.Errorf("a window that ends before it starts says %q under until, want the API's message", msg)
+	}
+
 	// A filter that matches only the oldest event: the first page stops
 	// at its scan bound and says so; load more goes on and finds it.
-	eventsStep(t, ctx, "search the whole log", chromedp.SetValue(chromedp.CSS("#e-event"), ""),
-		chromedp.SetValue(chromedp.CSS("#e-filter"), `has(data.rare)`),
+	eventsStep(t, ctx, "search the whole log", setFields(map[string]string{"#e-since": "", "#e-until": "", "#e-filter": "has(data.rare)"}),
 		chromedp.Click(chromedp.CSS("#e-apply")), chromedp.WaitVisible(chromedp.CSS("#e-partial")))
 	if shown := value(t, ctx, chromedp.Evaluate[string](`[document.querySelectorAll('#events tbody tr').length, document.querySelector('#e-partial').textContent,
 		document.querySelector('#e-more').hidden, document.querySelector('#e-empty').hidden, document.querySelector('#e-filter-error').hidden].join('|')`)); shown != "0|Scan stopped early; load more to continue.|false|true|true" {
@@ -316,7 +349,7 @@ http://127.0.0.1:%d {
 	if n := len(s.deliveries(t, appID, fresh.ID)); n != 0 {
 		t.Fatalf("a refused replay created %d deliveries", n)
 	}
-	eventsStep(t, ctx, "replay since a time", chromedp.SetValue(chromedp.CSS("#rp-until"), ""),
+	eventsStep(t, ctx, "replay since a time", setFields(map[string]string{"#rp-until": ""}),
 		chromedp.Click(chromedp.CSS("#rp-submit")), eventsUntil(`document.querySelector('#rp-result').dataset.replayed === '2'`),
 		eventsUntil(`document.querySelectorAll('#history tr[data-status="succeeded"]').length === 2`))
 	if msg := value(t, ctx, chromedp.Text(chromedp.CSS("#rp-result"))); !strings.HasPrefix(msg, "2 events replayed") {
