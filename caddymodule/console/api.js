@@ -72,6 +72,9 @@ export const paths = {
   recover: (app, id) => `apps/${enc(app)}/webhooks/${enc(id)}/recover`,
   test: (app, id) => `apps/${enc(app)}/webhooks/${enc(id)}/test`,
   stats: (app, id, hours) => `apps/${enc(app)}/webhooks/${enc(id)}/stats?hours=${hours}`,
+  replay: (app, id) => `apps/${enc(app)}/webhooks/${enc(id)}/replay`,
+  appEvents: (app, query) => `apps/${enc(app)}/events?${new URLSearchParams(query)}`,
+  appEvent: (app, eid) => `apps/${enc(app)}/events/${enc(eid)}`,
 };
 
 // Hash routes of the console.
@@ -82,6 +85,12 @@ export const links = {
   hook: (app, id) => `#/apps/${enc(app)}/webhooks/${enc(id)}`,
   edit: (app, id) => `#/apps/${enc(app)}/webhooks/${enc(id)}/edit`,
   delivery: (app, id, did) => `#/apps/${enc(app)}/webhooks/${enc(id)}/deliveries/${enc(did)}`,
+  // The event log keeps its filters in the query, so Back restores them.
+  events: (app, query) => {
+    const q = new URLSearchParams(query).toString();
+    return `#/apps/${enc(app)}/events${q ? `?${q}` : ''}`;
+  },
+  event: (app, eid) => `#/apps/${enc(app)}/events/${enc(eid)}`,
 };
 
 let catalog;

@@ -7,6 +7,7 @@ import { showApps, showApp } from './apps.js';
 import { showForm } from './form.js';
 import { showWebhook } from './webhook.js';
 import { showDelivery } from './delivery.js';
+import { showEvents, showEvent } from './events.js';
 import { tenant } from './tenant.js';
 
 const routes = [
@@ -17,6 +18,9 @@ const routes = [
   [/^#\/apps\/([^/]+)\/webhooks\/([^/]+)$/, showWebhook],
   [/^#\/apps\/([^/]+)\/webhooks\/([^/]+)\/edit$/, (view, app, id) => showForm(view, app, id)],
   [/^#\/apps\/([^/]+)\/webhooks\/([^/]+)\/deliveries\/([^/]+)$/, showDelivery],
+  // The event log's filters follow a ?, which showEvents reads itself.
+  [/^#\/apps\/([^/?]+)\/events(?:\?.*)?$/, showEvents],
+  [/^#\/apps\/([^/]+)\/events\/([^/?]+)$/, showEvent],
 ];
 
 class View {

@@ -27,7 +27,8 @@ export async function showApps(view) {
 
 export async function showApp(view, app) {
   const { data: hooks } = await call('GET', paths.hooks(app), undefined, view.signal);
-  const actions = h('p', {}, h('a', { class: 'button primary', href: links.create(app) }, 'New webhook'));
+  const actions = h('p', { class: 'actions' }, h('a', { class: 'button primary', href: links.create(app) }, 'New webhook'), ' ',
+    h('a', { class: 'button', href: links.events(app), id: 'events-link' }, 'Events'));
   if (!hooks.length) {
     view.page(`Webhooks of ${app}`, [['Apps', links.home()], [app]], actions,
       h('p', { class: 'muted', id: 'no-webhooks' }, 'This app has no webhooks yet.'));

@@ -1,10 +1,11 @@
 // One webhook: its properties, test and delete, the 24-hour chart, the
-// delivery history (filtered, paged) and the recovery of failed deliveries.
+// delivery history (filtered, paged), replay and recovery (recover.js).
 
 import { h, replace, time, badge, toast } from './dom.js';
 import { call, events, paths, links } from './api.js';
 import { enabledText } from './apps.js';
 import { chart } from './chart.js';
+import { replaySection, recoverSection } from './recover.js';
 
 const PAGE = 20;
 
@@ -42,6 +43,7 @@ export async function showWebhook(view, app, id) {
       h('button', { type: 'button', class: 'danger', id: 'delete', onclick: () => confirmDelete(view, app, hook) }, 'Delete…')),
     h('section', { 'aria-labelledby': 'chart-h' }, h('h2', { id: 'chart-h' }, 'Last 24 hours'), history.chart),
     history.section,
+    replaySection(view, app, id, history),
     recoverSection(view, app, id, history));
   history.refresh();
 }
@@ -119,45 +121,6 @@ function historySection(view, app, hook, catalog) {
   const section = h('section', { 'aria-labelledby': 'history-h' },
     h('h2', { id: 'history-h' }, 'Delivery history'), filters, table, empty, h('p', {}, more));
   return { section, chart: chartBox, refresh };
-}
-
-// recoverSection resends every failed delivery since a time.
-function recoverSection(view, app, id, history) {
-  const since = h('input', { id: 'r-since', name: 'since', type: 'datetime-local', step: '1', value: localInput(new Date(Date.now() - 24 * 3600e3)) });
-  const error = h('p', { class: 'field-error', id: 'r-since-error', hidden: true });
-  since.setAttribute('aria-describedby', error.id);
-  const result = h('p', { role: 'status', id: 'r-result' });
-  const onsubmit = async (e) => {
-    e.preventDefault();
-    error.hidden = true;
-    since.removeAttribute('aria-invalid');
-    const when = since.value ? new Date(since.value) : null;
-    try {
-      if (!when || isNaN(when)) throw Object.assign(new Error('pick a date and time'), { field: 'since', detail: 'pick a date and time' });
-      const iso = when.toISOString().replace(/\.\d{3}Z$/, 'Z');
-      const { recovered } = await call('POST', paths.recover(app, id), { since: iso }, view.signal);
-      result.textContent = recovered === 1 ? '1 failed delivery queued again.' : `${recovered} failed deliveries queued again.`;
-      history.refresh();
-    } catch (err) {
-      if (err.name === 'AbortError') return;
-      error.textContent = err.field === 'since' ? err.detail : err.message;
-      error.hidden = false;
-      since.setAttribute('aria-invalid', 'true');
-      since.focus();
-    }
-  };
-  return h('section', { 'aria-labelledby': 'recover-h' },
-    h('h2', { id: 'recover-h' }, 'Recover failed deliveries'),
-    h('form', { class: 'inline', onsubmit },
-      h('label', { for: 'r-since' }, 'Resend every failed delivery since'), since,
-      h('button', { type: 'submit', id: 'r-submit' }, 'Resend failed')),
-    error, result);
-}
-
-// localInput formats a time for a datetime-local input, in local time.
-function localInput(d) {
-  const p = (n) => String(n).padStart(2, '0');
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
 }
 
 // confirmDelete asks in a modal dialog (keyboard friendly: Escape
