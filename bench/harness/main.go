@@ -82,6 +82,8 @@ func main() {
 			hygiene()
 		case "fleet":
 			fleet()
+		case "crashloop":
+			crashloop()
 		default:
 			log.Fatalf("unknown scenario %q", s)
 		}
@@ -135,6 +137,12 @@ func startCaddy(name, caddyfile string) *caddyProc {
 	if err != nil {
 		log.Fatal(err)
 	}
+	return startCaddyIn(name, caddyfile, dir)
+}
+
+// startCaddyIn starts Caddy in dir, which may hold a store from an earlier
+// process (a restart).
+func startCaddyIn(name, caddyfile, dir string) *caddyProc {
 	admin := fmt.Sprintf("127.0.0.1:%d", freePort())
 	text := strings.NewReplacer("{ADMIN}", admin, "{DIR}", dir).Replace(caddyfile)
 	cf := filepath.Join(dir, "Caddyfile")
