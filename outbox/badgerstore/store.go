@@ -50,6 +50,15 @@ type Options struct {
 	// taking new events while there is still room for the writes in flight.
 	MinFreeBytes int64
 
+	// MappedReleaseEvery is how often the resident pages of Badger's
+	// memory-mapped files (tables, value log, memtable logs) are handed
+	// back to the kernel (Linux), so that the file-backed part of the RSS
+	// is what the store touched since, instead of growing with the data
+	// on disk; default 5s, negative never (the kernel then reclaims them
+	// only under memory pressure). Released pages are read again from the
+	// page cache or the disk when needed.
+	MappedReleaseEvery time.Duration
+
 	// Overridden by tests, which cannot wait for the defaults.
 	valueLogFileSize int64         // default 64 MiB
 	housekeepEvery   time.Duration // default housekeepEvery
@@ -62,6 +71,7 @@ type Options struct {
 type Store struct {
 	db      *badger.DB
 	dir     string
+	mapDir  string // dir as /proc/self/maps spells it
 	minFree int64
 	log     *zap.Logger
 
@@ -130,6 +140,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.sweepMargin <= 0 {
 		opts.sweepMargin = sweepMargin
 	}
+	if opts.MappedReleaseEvery == 0 {
+		opts.MappedReleaseEvery = releaseMappedEvery
+	}
 	bo := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{opts.Logger}).
 		// Ingest fsyncs once per group of events (see Commit); other
@@ -181,6 +194,16 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	go s.housekeepLoop()
+	s.mapDir = dir
+	if abs, err := filepath.Abs(dir); err == nil {
+		s.mapDir = abs
+	}
+	if real, err := filepath.EvalSymlinks(s.mapDir); err == nil {
+		s.mapDir = real
+	}
+	if opts.MappedReleaseEvery > 0 {
+		s.background(func() { s.releaseLoop(opts.MappedReleaseEvery) })
+	}
 	return s, nil
 }
 
