@@ -96,6 +96,10 @@ type Store struct {
 	// visits queues whose head is due, so a backlog behind a slow endpoint
 	// costs nothing to the others.
 	heads map[string]time.Time
+	// fresh holds just-committed deliveries until their first claim (see
+	// fresh.go), freshBytes what they hold.
+	fresh      map[string]*freshJob
+	freshBytes int
 
 	// Commits write one at a time (writeMu, so an idempotency key written
 	// by one is seen by the next) but share fsyncs: a commit whose write
@@ -185,6 +189,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		byApp:          map[string][]*outbox.Webhook{},
 		claimed:        map[string]bool{},
 		heads:          map[string]time.Time{},
+		fresh:          map[string]*freshJob{},
 		stop:           make(chan struct{}),
 		housekept:      make(chan struct{}),
 	}
