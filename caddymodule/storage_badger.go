@@ -47,6 +47,14 @@ type BadgerStorage struct {
 	// 32 MiB.
 	MinFreeSpace int64 `json:"min_free_space,omitempty"`
 
+	// MappedReleaseInterval is how often the resident pages of Badger's
+	// memory-mapped files are handed back to the kernel (Linux), so that
+	// the RSS a container limit counts holds what the store touched in
+	// that time rather than every file on disk. A negative value (off in
+	// the Caddyfile) leaves them to the kernel, which reclaims them only
+	// under memory pressure. Default: 5s.
+	MappedReleaseInterval caddy.Duration `json:"mapped_release_interval,omitempty"`
+
 	dir string
 	key []byte
 }
@@ -104,6 +112,7 @@ func (s *BadgerStorage) OpenStore(logger *zap.Logger, _ time.Duration) (outbox.S
 	store, err := badgerstore.Open(s.dir, badgerstore.Options{
 		Logger: logger, EncryptionKey: s.key,
 		MemTableSize: s.MemTableSize, MinFreeBytes: s.MinFreeSpace,
+		MappedReleaseEvery: time.Duration(s.MappedReleaseInterval),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening storage %s (if another Caddy runs on it, use 'caddy reload' to change its config): %w", s.dir, err)
@@ -120,6 +129,7 @@ func (s *BadgerStorage) String() string { return s.dir }
 //	    encryption_key <base64 key>
 //	    memtable_size  <size>
 //	    min_free_space <size>
+//	    mapped_release_interval <duration>|off
 //	}
 func (s *BadgerStorage) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume the module name
@@ -146,6 +156,16 @@ func (s *BadgerStorage) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			} else {
 				s.MinFreeSpace = n
 			}
+		case "mapped_release_interval":
+			if d.Val() == "off" {
+				s.MappedReleaseInterval = -1
+				break
+			}
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil || dur <= 0 {
+				return d.Errf("mapped_release_interval: want a positive duration or off, got %q", d.Val())
+			}
+			s.MappedReleaseInterval = caddy.Duration(dur)
 		default:
 			return d.Errf("unrecognized storage badger option '%s'", opt)
 		}

@@ -40,6 +40,8 @@ var (
 	keepTemps = flag.Bool("keep", false, "keep temporary directories")
 	profDir   = flag.String("profile", "", "save CPU and heap profiles of the sidecar into this directory")
 	holdSink  = flag.Bool("hold", false, "ingest scenario: hold deliveries (endpoint closed) to measure ingest alone")
+	goMemLim  = flag.String("gomemlimit", "", "GOMEMLIMIT of the Caddy processes (e.g. 160MiB); default none")
+	mapped    = flag.String("mapped-release", "", "storage badger's mapped_release_interval for sidecars (e.g. off, 1s); default the store's")
 )
 
 type row struct {
@@ -82,6 +84,8 @@ func main() {
 			hygiene()
 		case "fleet":
 			fleet()
+		case "crashloop":
+			crashloop()
 		default:
 			log.Fatalf("unknown scenario %q", s)
 		}
@@ -135,6 +139,12 @@ func startCaddy(name, caddyfile string) *caddyProc {
 	if err != nil {
 		log.Fatal(err)
 	}
+	return startCaddyIn(name, caddyfile, dir)
+}
+
+// startCaddyIn starts Caddy in dir, which may hold a store from an earlier
+// process (a restart).
+func startCaddyIn(name, caddyfile, dir string) *caddyProc {
 	admin := fmt.Sprintf("127.0.0.1:%d", freePort())
 	text := strings.NewReplacer("{ADMIN}", admin, "{DIR}", dir).Replace(caddyfile)
 	cf := filepath.Join(dir, "Caddyfile")
@@ -142,6 +152,9 @@ func startCaddy(name, caddyfile string) *caddyProc {
 	p := &caddyProc{admin: admin, dir: dir}
 	p.cmd = exec.Command(*caddyBin, "run", "--config", cf, "--adapter", "caddyfile")
 	p.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir+"/data", "XDG_CONFIG_HOME="+dir+"/config", "GOMAXPROCS=2")
+	if *goMemLim != "" {
+		p.cmd.Env = append(p.cmd.Env, "GOMEMLIMIT="+*goMemLim)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = &p.logs, &p.logs
 	if err := p.cmd.Start(); err != nil {
 		log.Fatal(err)
@@ -355,10 +368,14 @@ func (s *sink) waitFor(n int64, max time.Duration) bool {
 }
 
 func sidecarConfig(extra string) string {
+	storage := "storage {DIR}/webhooks"
+	if *mapped != "" {
+		storage = "storage badger {\n\t\t\tpath {DIR}/webhooks\n\t\t\tmapped_release_interval " + *mapped + "\n\t\t}"
+	}
 	return `{
 	admin {ADMIN}
 	webhooks {
-		storage {DIR}/webhooks
+		` + storage + `
 		allow_destinations 127.0.0.0/8
 		timeout 10m
 		retry_schedule 1s 5s 30s
@@ -544,18 +561,22 @@ func benchMemory() {
 	createWebhook(p, "bench", sk.url)
 	log.Printf("memory: queueing %d deliveries behind a closed endpoint", n)
 	start := time.Now()
+	sampler := sampleRSS(p, 250*time.Millisecond)
 	accepted := post(url, "bench", n)
 	ingestTook := time.Since(start)
+	peak, anon, file := sampler.end()
 	rssPending := p.status("VmHWM")
-	anon, file := p.status("RssAnon"), p.status("RssFile")
 	p.saveProfile("heap", "memory-pending.heap")
 	disk := dirMB(p.dir)
 	sk.release()
 	start = time.Now()
+	sampler = sampleRSS(p, 250*time.Millisecond)
 	sk.waitFor(accepted, 10*time.Minute)
 	took := time.Since(start)
+	drainPeak, drainAnon, drainFile := sampler.end()
 	rows = append(rows, row{scenario: fmt.Sprintf("%d pending, then drained", n), rps: float64(sk.count.Load()) / took.Seconds(), perSecond: "deliveries/s",
 		rssMB: p.status("VmHWM"), cpu: p.cpuSeconds(),
-		note: fmt.Sprintf("ingest %.0f/s; peak RSS %.0f MB while pending (now %.0f MB anonymous, %.0f MB mapped files); %.0f MB on disk; %d delivered in %.0fs",
-			float64(accepted)/ingestTook.Seconds(), rssPending, anon, file, disk, sk.count.Load(), took.Seconds())})
+		note: fmt.Sprintf("ingest %.0f/s; while pending: VmHWM %.0f MB, peak RSS %s, peak anonymous %.0f MB, peak file-backed %.0f MB; "+
+			"%.0f MB on disk; %d delivered in %.0fs; while draining: peak RSS %s, peak anonymous %.0f MB, peak file-backed %.0f MB",
+			float64(accepted)/ingestTook.Seconds(), rssPending, peak, anon, file, disk, sk.count.Load(), took.Seconds(), drainPeak, drainAnon, drainFile)})
 }

@@ -77,9 +77,12 @@ func (s *Store) claimQueue(txn *badger.Txn, w *outbox.Webhook, req *outbox.Claim
 		if due.After(req.Now) || len(jobs) >= req.Limit || !req.Admit(w.ID) {
 			break
 		}
-		j, err := loadJob(txn, w, due, id)
-		if err != nil {
-			return jobs, err
+		j := s.takeFresh(w, due, id)
+		if j == nil {
+			var err error
+			if j, err = loadJob(txn, w, due, id); err != nil {
+				return jobs, err
+			}
 		}
 		s.claimed[id] = true
 		jobs = append(jobs, j)
@@ -144,6 +147,7 @@ func (s *Store) dropQueue(webhookID string) {
 				continue
 			}
 			_ = wb.Delete(it.Item().KeyCopy(nil))
+			s.dropFresh(id)
 			_ = it.Item().Value(func(v []byte) error {
 				if len(v) == 8 {
 					_ = wb.Delete(slices.Concat(prefixPending, v, []byte(id)))

@@ -33,6 +33,7 @@ func (s *Store) Commit(ctx context.Context, batch []*outbox.Ingest) error {
 	if err := s.checkSpace(); err != nil {
 		return err
 	}
+	expires := s.eventExpiry()
 	seq, err := s.write(batch)
 	if err != nil {
 		return err
@@ -40,8 +41,14 @@ func (s *Store) Commit(ctx context.Context, batch []*outbox.Ingest) error {
 	if err := s.syncTo(seq); err != nil {
 		return fmt.Errorf("syncing events: %w", unavailable(err))
 	}
-	s.account(batch)
+	s.account(batch, expires)
 	return nil
+}
+
+// eventExpiry is when an event written from now on expires at the
+// earliest, as Badger counts it (in whole seconds).
+func (s *Store) eventExpiry() time.Time {
+	return time.Unix(time.Now().Add(time.Duration(s.events.Load())).Unix(), 0)
 }
 
 // syncTo returns once every write up to seq is on disk.
@@ -70,6 +77,7 @@ func (s *Store) write(batch []*outbox.Ingest) (uint64, error) {
 	defer func() { txn.Discard() }()
 	var inTxn []*badger.Entry // entries of the ingests set in txn so far
 	evTTL := time.Duration(s.events.Load())
+	expires := s.eventExpiry()
 	for i, in := range batch {
 		if in.IdempotencyKey != "" {
 			k := idemKey(in.Event.AppID, in.IdempotencyKey)
@@ -110,7 +118,7 @@ func (s *Store) write(batch []*outbox.Ingest) (uint64, error) {
 			if err := setAll(txn, entries); err != nil {
 				// Too big alone. The batch fails, but what was committed
 				// before it is queued, so it is delivered all the same.
-				s.account(batch[:i])
+				s.account(batch[:i], expires)
 				return 0, fmt.Errorf("writing event %s: %w", in.Event.ID, unavailable(err))
 			}
 		}
@@ -122,8 +130,10 @@ func (s *Store) write(batch []*outbox.Ingest) (uint64, error) {
 	return s.writeSeq.Add(1), nil
 }
 
-// account counts and queues the pending deliveries of committed ingests.
-func (s *Store) account(batch []*outbox.Ingest) {
+// account counts and queues the pending deliveries of committed ingests,
+// and keeps them for their first claim; their events expire no earlier
+// than expires.
+func (s *Store) account(batch []*outbox.Ingest, expires time.Time) {
 	s.ingested.Add(int64(len(batch)))
 	s.claimMu.Lock()
 	defer s.claimMu.Unlock()
@@ -131,9 +141,11 @@ func (s *Store) account(batch []*outbox.Ingest) {
 		if in.Result.Duplicate {
 			continue
 		}
+		share := len(in.Event.Body) / max(len(in.Deliveries), 1)
 		for _, d := range in.Deliveries {
 			if d.Status == outbox.StatusPending {
 				s.pending.Add(1)
+				s.keepFresh(d, in.Event, share, expires)
 				s.queued(d.WebhookID, *d.NextAttemptAt)
 			}
 		}

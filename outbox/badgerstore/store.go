@@ -50,6 +50,15 @@ type Options struct {
 	// taking new events while there is still room for the writes in flight.
 	MinFreeBytes int64
 
+	// MappedReleaseEvery is how often the resident pages of Badger's
+	// memory-mapped files (tables, value log, memtable logs) are handed
+	// back to the kernel (Linux), so that the file-backed part of the RSS
+	// is what the store touched since, instead of growing with the data
+	// on disk; default 5s, negative never (the kernel then reclaims them
+	// only under memory pressure). Released pages are read again from the
+	// page cache or the disk when needed.
+	MappedReleaseEvery time.Duration
+
 	// Overridden by tests, which cannot wait for the defaults.
 	valueLogFileSize int64         // default 64 MiB
 	housekeepEvery   time.Duration // default housekeepEvery
@@ -62,6 +71,7 @@ type Options struct {
 type Store struct {
 	db      *badger.DB
 	dir     string
+	mapDir  string // dir as /proc/self/maps spells it
 	minFree int64
 	log     *zap.Logger
 
@@ -86,6 +96,10 @@ type Store struct {
 	// visits queues whose head is due, so a backlog behind a slow endpoint
 	// costs nothing to the others.
 	heads map[string]time.Time
+	// fresh holds just-committed deliveries until their first claim (see
+	// fresh.go), freshBytes what they hold.
+	fresh      map[string]*freshJob
+	freshBytes int
 
 	// Commits write one at a time (writeMu, so an idempotency key written
 	// by one is seen by the next) but share fsyncs: a commit whose write
@@ -132,6 +146,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.sweepMargin <= 0 {
 		opts.sweepMargin = sweepMargin
 	}
+	if opts.MappedReleaseEvery == 0 {
+		opts.MappedReleaseEvery = releaseMappedEvery
+	}
 	bo := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{opts.Logger}).
 		// Ingest fsyncs once per group of events (see Commit); other
@@ -174,6 +191,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		byApp:          map[string][]*outbox.Webhook{},
 		claimed:        map[string]bool{},
 		heads:          map[string]time.Time{},
+		fresh:          map[string]*freshJob{},
 		stop:           make(chan struct{}),
 		housekept:      make(chan struct{}),
 	}
@@ -183,6 +201,16 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	go s.housekeepLoop()
+	s.mapDir = dir
+	if abs, err := filepath.Abs(dir); err == nil {
+		s.mapDir = abs
+	}
+	if real, err := filepath.EvalSymlinks(s.mapDir); err == nil {
+		s.mapDir = real
+	}
+	if opts.MappedReleaseEvery > 0 {
+		s.background(func() { s.releaseLoop(opts.MappedReleaseEvery) })
+	}
 	return s, nil
 }
 
