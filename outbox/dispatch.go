@@ -151,6 +151,11 @@ func (d *dispatcher) run(ctx context.Context) {
 		wg.Wait()
 	}()
 
+	// A fleet's store tells of work that other sidecars queued.
+	var notified <-chan struct{}
+	if n, ok := d.o.store.(Notifier); ok {
+		notified = n.Notifications()
+	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -186,6 +191,7 @@ func (d *dispatcher) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-d.o.wake:
+		case <-notified:
 		case <-d.free:
 		case <-timer.C:
 		}
