@@ -57,6 +57,10 @@ func TestPostgresClaimPlanSkipsFinishedRows(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer tx.Rollback(ctx)
+		// As in the store's batches.
+		if _, err := tx.Exec(ctx, asyncCommit); err != nil {
+			t.Fatal(err)
+		}
 		var plan []byte
 		if err := tx.QueryRow(ctx, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "+sql, args...).Scan(&plan); err != nil {
 			t.Fatalf("explaining %s: %v", name, err)

@@ -18,7 +18,7 @@ const maxSaveBatch = 256
 
 // maxSaveCommits is how many save batches may be in the database at once:
 // while one commits, the next fills.
-const maxSaveCommits = 4
+const maxSaveCommits = 1
 
 type pendingSave struct {
 	job  *outbox.Job
