@@ -56,11 +56,13 @@ const claimPage = 32
 // (EXPLAIN ANALYZE with a 5,000 backlog: 4,773 rows read to claim 8).
 // Every statement of these batches is a walk of an index or a join by
 // primary key, so ruling out sequential and bitmap scans and hash and
-// merge joins never makes a plan worse.
+// merge joins never makes a plan worse, and the generic plans of the
+// prepared statements stay good: custom plans cost more to plan than to
+// run (8.5 ms of planning for 1.4 ms of execution mid-drain of 100,000,
+// the planner probing the due index's ends through dead entries).
 const asyncCommit = `SELECT set_config('synchronous_commit', 'off', true),
 	set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),
-	set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true),
-	set_config('plan_cache_mode', 'force_custom_plan', true)`
+	set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)`
 
 // claimCandidates are the deliveries a claim considers, read without
 // locks: locking a page of a backlog to lease the few a webhook has room

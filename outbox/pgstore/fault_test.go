@@ -179,10 +179,16 @@ func TestPostgresBackendKilledMidStatement(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("caught only %v backends mid-statement in 60s", killed)
 		}
-		for what, like := range map[string]string{"claim": "%FOR UPDATE SKIP LOCKED%", "commit": "%INSERT INTO events%"} {
+		// A claim is a batch: its lock-and-lease statement, then the next
+		// due time, then the commit; a backend killed in either statement
+		// dies with the leases uncommitted.
+		for what, like := range map[string]string{"claim": "%(FOR UPDATE SKIP LOCKED|min\\(next_attempt_at\\))%", "commit": "%INSERT INTO (events|deliveries)%"} {
+			if killed[what] >= 3 {
+				continue
+			}
 			var n int
 			err := admin.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-				WHERE application_name = 'killed-backends-test' AND state = 'active' AND query LIKE $1`, like).Scan(&n)
+				WHERE application_name = 'killed-backends-test' AND state = 'active' AND query SIMILAR TO $1`, like).Scan(&n)
 			if err != nil {
 				t.Fatal(err)
 			}
