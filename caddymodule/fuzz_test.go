@@ -147,7 +147,7 @@ func (e *fuzzEnv) createHook(tb testing.TB, app, name string, events []string, s
 
 func (e *fuzzEnv) pending(t *testing.T) int64 {
 	t.Helper()
-	st, err := e.ob.Store().Stats(context.Background())
+	st, err := e.store.Stats(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1100,7 +1100,7 @@ func FuzzRecover(f *testing.F) {
 	e, hook, sibling := fuzzHistory(f)
 	// Recovery works on finished deliveries: settle the pending ones.
 	e.store.settle(f, func(*outbox.Job) outbox.Status { return outbox.StatusFailed })
-	if p, _ := e.ob.Store().Stats(context.Background()); p.Pending != 0 {
+	if p, _ := e.store.Stats(context.Background()); p.Pending != 0 {
 		f.Fatalf("fixture still has %d pending deliveries", p.Pending)
 	}
 	path := "/webhooks/apps/" + fuzzApp + "/webhooks/" + hook.ID + "/recover"
