@@ -34,7 +34,8 @@ type PostgresStorage struct {
 	Lease caddy.Duration `json:"lease,omitempty"`
 
 	// PollInterval is how often an idle sidecar looks for work that other
-	// sidecars queued. Default: 1s.
+	// sidecars queued while its notification connection is down; while it
+	// is up, they announce new work with NOTIFY. Default: 1s.
 	PollInterval caddy.Duration `json:"poll_interval,omitempty"`
 
 	dsn string

@@ -75,8 +75,8 @@ func startFleetSidecar(t *testing.T, dsn string) *sender {
 	return &sender{Process: p, cfg: senderConfig{Port: port}}
 }
 
-// waitListed waits until every sidecar's API (and so its ingest, which
-// reads the same short cache) lists the webhook.
+// waitListed waits until every sidecar's API lists the webhook (ingest
+// sees it as soon: every webhook write clears the sidecars' caches).
 func waitListed(t *testing.T, fleet []*sender, appID, hookID string) {
 	t.Helper()
 	for i, s := range fleet {

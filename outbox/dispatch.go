@@ -224,6 +224,11 @@ func (d *dispatcher) run(ctx context.Context) {
 		wg.Wait()
 	}()
 
+	// A fleet's store tells of work that other sidecars queued.
+	var notified <-chan struct{}
+	if n, ok := d.o.store.(Notifier); ok {
+		notified = n.Notifications()
+	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -268,6 +273,7 @@ func (d *dispatcher) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-d.o.wake:
+		case <-notified:
 		case <-d.free:
 		case <-timer.C:
 		}

@@ -103,6 +103,12 @@ type Store interface {
 	ClearFailingReported(ctx context.Context, webhookID string) (time.Time, error)
 }
 
+// Notifier is a Store shared with other processes that hears when one of
+// them queues work: the dispatcher wakes on its channel instead of polling.
+type Notifier interface {
+	Notifications() <-chan struct{}
+}
+
 // Ingest is one event to commit with its deliveries.
 type Ingest struct {
 	Event          *Event

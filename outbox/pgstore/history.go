@@ -164,6 +164,7 @@ func (s *Store) Requeue(ctx context.Context, appID, webhookID string, ids []stri
 		// The event must outlive the delivery's new attempt.
 		b.Queue(`UPDATE events SET expires_at = greatest(expires_at, now() + $2 * interval '1 microsecond')
 			WHERE id = ANY($1)`, eventIDs, micros(time.Duration(s.events.Load())))
+		b.Queue(`SELECT pg_notify($1, 'work')`, s.channel)
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return nil, pgErr("requeueing", err)
 		}

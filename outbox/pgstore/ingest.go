@@ -93,6 +93,8 @@ func (s *Store) Commit(ctx context.Context, batch []*outbox.Ingest) error {
 				WHERE EXISTS (SELECT 1 FROM webhooks w WHERE w.id = u.webhook_id FOR KEY SHARE)`,
 				dID, dApp, dHook, dEvent, dType, dStatus, dCreated, dNext, dRound, dResend, dAttempts,
 				micros(time.Duration(s.history.Load())))
+			// Wakes idle sidecars when the commit lands.
+			b.Queue(`SELECT pg_notify($1, 'work')`, s.channel)
 		}
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return pgErr("writing events", err)

@@ -44,17 +44,19 @@ type Options struct {
 	// attempt the delivery again. Default: 45s (the default 15s timeout
 	// plus 30s).
 	Lease time.Duration
-	// PollInterval bounds how far ahead Claim's next-due hint may lie, so
-	// an idle sidecar still looks for work that other sidecars queued
-	// (events they ingested, resends, deliveries of a dead sidecar).
-	// Default: 1s.
+	// PollInterval bounds how far ahead Claim's next-due hint may lie
+	// while the notification connection is down, so an idle sidecar still
+	// finds work that other sidecars queued (events they ingested,
+	// resends). While it is up, they announce new work with NOTIFY and
+	// the hint is bounded by a minute only, as a safety net. Default: 1s.
 	PollInterval time.Duration
-	// WebhookCacheTTL is how long ListWebhooks, which every ingest calls,
-	// may answer from memory. Writes through this store clear the cache at
-	// once, but a webhook created or changed through another sidecar is
-	// seen by this one's ingest only after up to this long. Claim, the API
-	// and every other read go to the database. Default: 1s; negative
-	// disables the cache.
+	// WebhookCacheTTL bounds how long ListWebhooks, which every ingest
+	// calls, may answer from memory. The cache is used only while the
+	// notification connection is up, and every webhook write in the
+	// database (through any sidecar) clears it on every sidecar through a
+	// NOTIFY; while the connection is down, every ingest reads the
+	// database. Claim, the API and every other read go to the database.
+	// Default: 1m; negative disables the cache.
 	WebhookCacheTTL time.Duration
 	// CleanupInterval is how often expired history, events and
 	// idempotency keys are deleted. Default: 1m.
@@ -71,7 +73,7 @@ func (o Options) withDefaults() Options {
 		o.PollInterval = time.Second
 	}
 	if o.WebhookCacheTTL == 0 {
-		o.WebhookCacheTTL = time.Second
+		o.WebhookCacheTTL = time.Minute
 	}
 	if o.CleanupInterval <= 0 {
 		o.CleanupInterval = time.Minute
@@ -103,14 +105,28 @@ type Store struct {
 	// process never attempts a delivery twice at once.
 	heldMu sync.Mutex
 	held   map[string]bool
+	// claimMu makes one Claim at a time: a claim takes back this store's
+	// own leases that are not held, which a concurrent claim has leased
+	// and not yet marked held.
+	claimMu sync.Mutex
 
 	cacheMu  sync.Mutex
 	cache    map[string]cachedHooks // by app
-	cacheGen uint64                 // bumped by every local webhook write
+	cacheGen uint64                 // bumped by every webhook write and notification
 
-	stop      chan struct{}
-	done      chan struct{}
-	closeOnce sync.Once
+	// channel is this schema's NOTIFY channel; listening says whether the
+	// notification connection is up, and wake carries its news of work.
+	channel   string
+	listening atomic.Bool
+	wake      chan struct{}
+
+	saves chan *pendingSave
+
+	stop       chan struct{}
+	done       chan struct{} // cleanup loop
+	savesDone  chan struct{}
+	listenDone chan struct{}
+	closeOnce  sync.Once
 }
 
 type cachedHooks struct {
@@ -139,8 +155,11 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		cfg.ConnConfig.ConnectTimeout = 10 * time.Second
 	}
 	if !strings.Contains(dsn, "pool_max_conns") {
-		// pgx's default (the number of CPUs, at least 4) starves 64
-		// workers saving their attempts beside the ingest's commits.
+		// Claims take one connection at a time and saves at most
+		// maxSaveCommits, whatever the number of workers; ingest commits
+		// four batches at once and reads webhooks on a cache miss. pgx's
+		// default (the number of CPUs, at least 4) would make those wait
+		// on each other.
 		cfg.MaxConns = 16
 	}
 	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
@@ -158,17 +177,29 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		pool.Close()
 		return nil, err
 	}
+	var channel string
+	if err := pool.QueryRow(ctx, channelSQL).Scan(&channel); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("naming the notification channel: %w", err)
+	}
 	s := &Store{
-		pool:  pool,
-		opts:  opts,
-		owner: leaseOwner(),
-		held:  map[string]bool{},
-		cache: map[string]cachedHooks{},
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
+		pool:       pool,
+		opts:       opts,
+		owner:      leaseOwner(),
+		held:       map[string]bool{},
+		cache:      map[string]cachedHooks{},
+		channel:    channel,
+		wake:       make(chan struct{}, 1),
+		saves:      make(chan *pendingSave),
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
+		savesDone:  make(chan struct{}),
+		listenDone: make(chan struct{}),
 	}
 	s.SetRetention(720*time.Hour, 720*time.Hour)
 	go s.cleanupLoop()
+	go s.saveLoop()
+	go s.listenLoop(cfg.ConnConfig)
 	return s, nil
 }
 
@@ -266,6 +297,8 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.stop)
 		<-s.done
+		<-s.savesDone
+		<-s.listenDone
 		s.pool.Close()
 	})
 	return nil
@@ -296,4 +329,7 @@ func timeOrZero(t *time.Time) time.Time {
 	return *t
 }
 
-var _ outbox.Store = (*Store)(nil)
+var (
+	_ outbox.Store    = (*Store)(nil)
+	_ outbox.Notifier = (*Store)(nil)
+)

@@ -11,7 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// invalidate drops the ListWebhooks cache after a local webhook write.
+// invalidate drops the ListWebhooks cache after a webhook write, here or
+// announced by another sidecar.
 func (s *Store) invalidate() {
 	s.cacheMu.Lock()
 	s.cacheGen++
@@ -104,14 +105,19 @@ func (s *Store) GetWebhook(ctx context.Context, appID, id string) (*outbox.Webho
 	return w, nil
 }
 
-// ListWebhooks returns an app's webhooks, oldest first, from a cache at
-// most WebhookCacheTTL old (see Options).
+// ListWebhooks returns an app's webhooks, oldest first, from a cache that
+// every webhook write clears through a notification (see Options).
 func (s *Store) ListWebhooks(ctx context.Context, appID string) ([]*outbox.Webhook, error) {
 	ttl := s.opts.WebhookCacheTTL
 	s.cacheMu.Lock()
 	c, ok := s.cache[appID]
 	gen := s.cacheGen
 	s.cacheMu.Unlock()
+	// Without the notification connection, another sidecar's change
+	// would go unseen: read the database.
+	if !s.listening.Load() {
+		ttl = -1
+	}
 	if ttl > 0 && ok && time.Since(c.at) < ttl {
 		return copyWebhooks(c.list), nil
 	}
