@@ -258,5 +258,9 @@ func (s *Store) Release(ctx context.Context, j *outbox.Job) error {
 func (s *Store) unclaim(id string) {
 	s.claimMu.Lock()
 	delete(s.claimed, id)
+	// A commit can keep its delivery fresh after a claim already read it
+	// from Badger (the webhook's head was due through another entry): the
+	// claim that ends here made that copy stale.
+	s.dropFresh(id)
 	s.claimMu.Unlock()
 }

@@ -47,8 +47,20 @@ func (s *Store) takeFresh(w *outbox.Webhook, due time.Time, id string) *outbox.J
 		return nil
 	}
 	s.dropFresh(id)
+	if f.delivery.NextAttemptAt == nil || !f.delivery.NextAttemptAt.Equal(due) {
+		// Not the entry it was committed with: it was claimed from Badger
+		// before the commit kept it, attempted and queued again since.
+		return nil
+	}
 	d := f.delivery
-	return &outbox.Job{Webhook: w, Due: due, Delivery: &d, Event: f.event, EventExpires: f.expires, PendingSince: d.CreatedAt}
+	j := &outbox.Job{Webhook: w, Due: due, Delivery: &d, Event: f.event, EventExpires: f.expires, PendingSince: d.CreatedAt}
+	if !time.Now().Before(f.expires) {
+		// Badger has dropped the event by now: the memory copy must not
+		// outlive it, or a late first attempt would send what the
+		// history no longer holds.
+		j.Event = nil
+	}
+	return j
 }
 
 // dropFresh forgets a delivery. claimMu must be held.
