@@ -131,7 +131,7 @@ func TestCLIBesideRunningServer(t *testing.T) {
 	if err != nil {
 		t.Fatalf("caddy list-modules: %v\n%s", err, out)
 	}
-	for _, id := range []string{"webhooks", "http.handlers.webhook_events", "http.handlers.webhook_admin", "admin.api.webhooks", "http.handlers.webhook_verify", "webhooks.storage.badger", "webhooks.storage.postgres"} {
+	for _, id := range []string{"webhooks", "http.handlers.webhook_events", "http.handlers.webhook_admin", "admin.api.webhooks", "http.handlers.webhook_verify", "webhooks.storage.badger", "webhooks.storage.postgres", "http.handlers.webhook_portal"} {
 		if !containsLine(out, id) {
 			t.Errorf("caddy list-modules does not show %s", id)
 		}

@@ -140,7 +140,8 @@ const leaseEndSQL = `SELECT extract(epoch FROM min(lease_until) - clock_timestam
 
 // Claim leases due deliveries to this sidecar in one round trip: the
 // claim and the next due time in one pipelined batch. The store leases at
-// most the request's MaxInFlight less what is in flight per webhook; the
+// most each webhook's cap (its own, or the request's MaxInFlight) less
+// what it has in flight; the
 // request admits every job in the end, and a job it refuses is released
 // at once.
 func (s *Store) Claim(ctx context.Context, req *outbox.ClaimRequest) ([]*outbox.Job, time.Time, error) {
@@ -159,17 +160,36 @@ func (s *Store) Claim(ctx context.Context, req *outbox.ClaimRequest) ([]*outbox.
 	var jobs, refused []*outbox.Job
 	var next time.Time
 	for {
+		// The statement ranks each webhook's candidates after what it has
+		// in flight and keeps the slots up to one bound; a webhook with
+		// its own cap is shifted by its difference from that bound.
+		bound := req.MaxInFlight
+		for _, c := range req.MaxInFlightOf {
+			bound = max(bound, c)
+		}
 		hooks, busy, full := []string{}, []int32{}, []string{}
-		for hook, n := range req.InFlight {
-			hooks, busy = append(hooks, hook), append(busy, int32(n))
-			if n >= req.MaxInFlight {
+		shift := func(hook string) {
+			n, c := req.InFlight[hook], req.MaxInFlight
+			if own := req.MaxInFlightOf[hook]; own > 0 {
+				c = own
+			}
+			hooks, busy = append(hooks, hook), append(busy, int32(n+bound-c))
+			if n >= c {
 				full = append(full, hook)
+			}
+		}
+		for hook := range req.InFlight {
+			shift(hook)
+		}
+		for hook := range req.MaxInFlightOf {
+			if _, done := req.InFlight[hook]; !done {
+				shift(hook)
 			}
 		}
 		page := min(limit-len(jobs), claimPage)
 		b := &pgx.Batch{}
 		b.Queue(asyncCommit)
-		b.Queue(claimSQL, now, s.owner, exclude, full, page, hooks, busy, req.MaxInFlight, limit-len(jobs), micros(s.opts.Lease))
+		b.Queue(claimSQL, now, s.owner, exclude, full, page, hooks, busy, bound, limit-len(jobs), micros(s.opts.Lease))
 		b.Queue(nextDueSQL, now)
 		got, scanned, due, err := s.claimBatch(ctx, b)
 		if err != nil {

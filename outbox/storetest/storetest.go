@@ -25,6 +25,7 @@ func Run(t *testing.T, open func(t *testing.T) outbox.Store) {
 	t.Run("WebhookCRUD", func(t *testing.T) { suiteWebhookCRUD(t, open(t)) })
 	t.Run("CommitClaimSave", func(t *testing.T) { suiteCommitClaimSave(t, open(t)) })
 	t.Run("ClaimAdmit", func(t *testing.T) { suiteClaimAdmit(t, open(t)) })
+	t.Run("ClaimOwnCap", func(t *testing.T) { suiteClaimOwnCap(t, open(t)) })
 	t.Run("Release", func(t *testing.T) { suiteRelease(t, open(t)) })
 	t.Run("Requeue", func(t *testing.T) { suiteRequeue(t, open(t)) })
 	t.Run("FailedSince", func(t *testing.T) { suiteFailedSince(t, open(t)) })
@@ -884,5 +885,32 @@ func suiteEventOutlivesLateRetry(t *testing.T, s outbox.Store) {
 	Finish(t, s, jobs[0], outbox.StatusSucceeded, 200)
 	if _, ev, err := s.Delivery(ctx, "late", w.ID, j.Delivery.ID); err != nil || ev == nil {
 		t.Fatalf("after the late retry, the history's event: %v, %v; want it kept for a resend", ev, err)
+	}
+}
+
+// suiteClaimOwnCap: a webhook's own cap, above or below the request's
+// default, is what a claim admits for it.
+func suiteClaimOwnCap(t *testing.T, s outbox.Store) {
+	ctx := context.Background()
+	wide, narrow := CreateWebhook(t, s, "a"), CreateWebhook(t, s, "a")
+	var batch []*outbox.Ingest
+	for i := range 10 {
+		batch = append(batch, NewIngest("a", "job_created", EventBody("a", "job_created", i), "", wide, narrow))
+	}
+	if err := s.Commit(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	req := &outbox.ClaimRequest{Now: time.Now(), Limit: 100, MaxInFlight: 2,
+		MaxInFlightOf: map[string]int{wide.ID: 5, narrow.ID: 1}}
+	jobs, _, err := s.Claim(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	per := map[string]int{}
+	for _, j := range jobs {
+		per[j.Delivery.WebhookID]++
+	}
+	if per[wide.ID] != 5 || per[narrow.ID] != 1 {
+		t.Fatalf("claimed %d of the webhook capped at 5 and %d of the one capped at 1", per[wide.ID], per[narrow.ID])
 	}
 }
