@@ -84,7 +84,15 @@ func parsePortalToken(s string) (portalToken, bool) {
 	if len(s) > portalTokenMaxLen || !strings.HasPrefix(s, portalTokenPrefix) {
 		return portalToken{}, false
 	}
-	raw, err := base64.RawURLEncoding.Strict().DecodeString(s[len(portalTokenPrefix):])
+	body := s[len(portalTokenPrefix):]
+	// Go's base64 decoders skip CR and LF even in strict mode; a token
+	// has one spelling, so anything outside the alphabet is refused.
+	if strings.ContainsFunc(body, func(r rune) bool {
+		return !('A' <= r && r <= 'Z' || 'a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '-' || r == '_')
+	}) {
+		return portalToken{}, false
+	}
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(body)
 	if err != nil || len(raw) <= portalFixedSize || raw[0] != portalTokenVersion {
 		return portalToken{}, false
 	}
