@@ -208,24 +208,30 @@ func (a *api) deleteWebhook(w http.ResponseWriter, r *http.Request, ob *outbox.O
 }
 
 func (a *api) listDeliveries(w http.ResponseWriter, r *http.Request, ob *outbox.Outbox) error {
-	q := r.URL.Query()
-	f := outbox.DeliveryFilter{
-		Status: outbox.Status(q.Get("status")),
-		Event:  q.Get("event"),
-		Cursor: q.Get("cursor"),
+	f, err := deliveryFilter(r)
+	if err != nil {
+		return err
 	}
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			return &outbox.ValidationError{Field: "limit", Message: "must be a positive integer"}
-		}
-		f.Limit = n
-	}
-	appID, hookID := r.PathValue("appId"), r.PathValue("id")
-	ds, next, err := ob.Deliveries(r.Context(), appID, hookID, f)
+	ds, next, err := ob.Deliveries(r.Context(), r.PathValue("appId"), r.PathValue("id"), f)
 	if err != nil {
 		return notFound(err, "webhook")
 	}
+	writeDeliveryPage(w, ds, next)
+	return nil
+}
+
+// deliveryFilter reads a history page's query: status, event, limit and
+// cursor.
+func deliveryFilter(r *http.Request) (outbox.DeliveryFilter, error) {
+	q := r.URL.Query()
+	f := outbox.DeliveryFilter{Status: outbox.Status(q.Get("status")), Event: q.Get("event"), Cursor: q.Get("cursor")}
+	var err error
+	f.Limit, err = queryLimit(r)
+	return f, err
+}
+
+// writeDeliveryPage answers a page of history.
+func writeDeliveryPage(w http.ResponseWriter, ds []*outbox.Delivery, next string) {
 	views := make([]deliveryView, len(ds))
 	for i, d := range ds {
 		views[i] = newDeliveryView(d, nil, false)
@@ -235,7 +241,6 @@ func (a *api) listDeliveries(w http.ResponseWriter, r *http.Request, ob *outbox.
 		env.NextCursor = &next
 	}
 	writeJSON(w, http.StatusOK, env)
-	return nil
 }
 
 func (a *api) getDelivery(w http.ResponseWriter, r *http.Request, ob *outbox.Outbox) error {

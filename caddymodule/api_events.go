@@ -163,25 +163,15 @@ func (a *api) replay(w http.ResponseWriter, r *http.Request, ob *outbox.Outbox) 
 }
 
 func (a *api) listOperationalDeliveries(w http.ResponseWriter, r *http.Request, ob *outbox.Outbox) error {
-	q := r.URL.Query()
-	f := outbox.DeliveryFilter{Status: outbox.Status(q.Get("status")), Event: q.Get("event"), Cursor: q.Get("cursor")}
-	var err error
-	if f.Limit, err = queryLimit(r); err != nil {
+	f, err := deliveryFilter(r)
+	if err != nil {
 		return err
 	}
 	ds, next, err := ob.OperationalDeliveries(r.Context(), f)
 	if err != nil {
 		return err
 	}
-	views := make([]deliveryView, len(ds))
-	for i, d := range ds {
-		views[i] = newDeliveryView(d, nil, false)
-	}
-	env := listEnvelope{Data: views}
-	if next != "" {
-		env.NextCursor = &next
-	}
-	writeJSON(w, http.StatusOK, env)
+	writeDeliveryPage(w, ds, next)
 	return nil
 }
 
