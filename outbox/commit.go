@@ -3,7 +3,6 @@ package outbox
 import (
 	"context"
 	"errors"
-	"sync"
 )
 
 // maxBatch bounds how many ingests share one transaction and one fsync.
@@ -49,54 +48,24 @@ func (o *Outbox) commit(ctx context.Context, in *Ingest) error {
 const maxCommits = 4
 
 func (o *Outbox) commitLoop(ctx context.Context) {
-	var inFlight sync.WaitGroup
-	defer func() {
-		inFlight.Wait()
-		close(o.stopped)
-	}()
-	slots := make(chan struct{}, maxCommits)
-	for {
-		var first *pendingIngest
-		select {
-		case <-ctx.Done():
-			return
-		case first = <-o.ingest:
-		}
-		// Waiting for a slot before draining lets the batch grow while
-		// the commits ahead of it finish.
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-			first.done <- ErrClosed
-			return
-		}
-		batch := []*pendingIngest{first}
-	fill:
-		for len(batch) < maxBatch {
-			select {
-			case p := <-o.ingest:
-				batch = append(batch, p)
-			default:
-				break fill
-			}
-		}
-		inFlight.Add(1)
-		go func() {
-			defer inFlight.Done()
-			defer func() { <-slots }()
-			ins := make([]*Ingest, len(batch))
-			for i, p := range batch {
-				ins[i] = p.in
-			}
-			// Not cancelled by ctx: a batch is committed whole or
-			// reported as failed.
-			err := o.store.Commit(context.Background(), ins)
-			if err != nil && !errors.Is(err, ErrUnavailable) {
-				err = errors.Join(ErrUnavailable, err)
-			}
-			for _, p := range batch {
-				p.done <- err
-			}
-		}()
+	defer close(o.stopped)
+	GroupCommit(ctx.Done(), o.ingest, maxBatch, maxCommits, o.commitBatch,
+		func(p *pendingIngest) { p.done <- ErrClosed })
+}
+
+// commitBatch commits a batch of ingests and answers each.
+func (o *Outbox) commitBatch(batch []*pendingIngest) {
+	ins := make([]*Ingest, len(batch))
+	for i, p := range batch {
+		ins[i] = p.in
+	}
+	// Not cancelled with the loop: a batch is committed whole or
+	// reported as failed.
+	err := o.store.Commit(context.Background(), ins)
+	if err != nil && !errors.Is(err, ErrUnavailable) {
+		err = errors.Join(ErrUnavailable, err)
+	}
+	for _, p := range batch {
+		p.done <- err
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
@@ -46,41 +45,20 @@ func (s *Store) Save(ctx context.Context, j *outbox.Job) error {
 
 func (s *Store) saveLoop() {
 	defer close(s.savesDone)
-	var inFlight sync.WaitGroup
-	defer inFlight.Wait()
-	slots := make(chan struct{}, maxSaveCommits)
-	for {
-		var first *pendingSave
-		select {
-		case <-s.stop:
-			return
-		case first = <-s.saves:
-		}
-		// Waiting for a slot before draining lets the batch grow while
-		// the batches ahead of it commit.
-		slots <- struct{}{}
-		batch := []*pendingSave{first}
-	fill:
-		for len(batch) < maxSaveBatch {
-			select {
-			case p := <-s.saves:
-				batch = append(batch, p)
-			default:
-				break fill
-			}
-		}
-		inFlight.Add(1)
-		go func() {
-			defer inFlight.Done()
-			defer func() { <-slots }()
-			// Not cancelled by Close: a batch taken is written whole or
-			// reported as failed.
-			errs := s.saveBatch(context.Background(), batch)
-			for i, p := range batch {
-				s.unhold(p.job.Delivery.ID)
-				p.done <- errs[i]
-			}
-		}()
+	outbox.GroupCommit(s.stop, s.saves, maxSaveBatch, maxSaveCommits, s.commitSaves, func(p *pendingSave) {
+		s.unhold(p.job.Delivery.ID)
+		p.done <- fmt.Errorf("saving delivery %s: %w", p.job.Delivery.ID, outbox.ErrClosed)
+	})
+}
+
+// commitSaves writes a batch of saves and answers each. It is not
+// cancelled by Close: a batch taken is written whole or reported as
+// failed.
+func (s *Store) commitSaves(batch []*pendingSave) {
+	errs := s.saveBatch(context.Background(), batch)
+	for i, p := range batch {
+		s.unhold(p.job.Delivery.ID)
+		p.done <- errs[i]
 	}
 }
 
