@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox/badgerstore"
 )
@@ -285,7 +286,7 @@ func TestAPIDeliveries(t *testing.T) {
 
 	// Once the resend and the test have failed too, recover resends the
 	// four failed deliveries: the three events and the test.
-	waitUntil(t, "the resent and test deliveries to fail", func() bool {
+	wait.Until(t, "the resent and test deliveries to fail", func() bool {
 		var all struct{ Data []struct{ Status string } }
 		call(t, h, "GET", one+"/deliveries?status=failed", "").decode(t, &all)
 		return len(all.Data) == 4

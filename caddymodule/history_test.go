@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox/badgerstore"
 )
@@ -29,18 +30,6 @@ func startOutbox(t *testing.T, opts outbox.Options) *outbox.Outbox {
 	ob.Start()
 	t.Cleanup(func() { ob.Close() })
 	return ob
-}
-
-// waitUntil polls cond for up to 30 s.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // A delivery whose event expired before its first attempt shows
@@ -74,7 +63,7 @@ func TestExpiredEventNotSent(t *testing.T) {
 	if _, err := ob.Ingest(ctx, []byte(`{"event":"job_created","data":{"appId":"app1","n":1}}`), ""); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the first attempt to reach the endpoint", func() bool {
+	wait.Until(t, "the first attempt to reach the endpoint", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(got) == 1
@@ -105,7 +94,7 @@ func TestExpiredEventNotSent(t *testing.T) {
 		t.Fatalf("the waiting delivery shows status %s requestBody %v, want pending with its body", d.Status, d.RequestBody)
 	}
 	var d view
-	waitUntil(t, "the waiting delivery's event to expire", func() bool {
+	wait.Until(t, "the waiting delivery's event to expire", func() bool {
 		d = find()
 		return d.RequestBody == nil
 	})
@@ -114,7 +103,7 @@ func TestExpiredEventNotSent(t *testing.T) {
 		t.Errorf("the delivery of an expired event answered %s, want \"requestBody\":null", res.body)
 	}
 	release <- struct{}{}
-	waitUntil(t, "the delivery of the expired event to fail", func() bool {
+	wait.Until(t, "the delivery of the expired event to fail", func() bool {
 		d = find()
 		return d.Status == "failed"
 	})

@@ -87,7 +87,7 @@ func InWindow(t, since, until time.Time) bool {
 
 // ListEvents returns a page of an app's retained events, newest first.
 func (o *Outbox) ListEvents(ctx context.Context, appID string, q EventQuery) (EventPage, error) {
-	if err := checkAppID(appID); err != nil {
+	if err := CheckAppID(appID); err != nil {
 		return EventPage{}, err
 	}
 	if q.Type != "" && !slices.Contains(o.options().Events, q.Type) {
@@ -115,7 +115,7 @@ func (o *Outbox) ListEvents(ctx context.Context, appID string, q EventQuery) (Ev
 
 // GetEvent returns one retained event of the app and its deliveries.
 func (o *Outbox) GetEvent(ctx context.Context, appID, id string) (*Event, []*Delivery, error) {
-	if err := checkAppID(appID); err != nil {
+	if err := CheckAppID(appID); err != nil {
 		return nil, nil, err
 	}
 	return o.store.Event(ctx, appID, id)

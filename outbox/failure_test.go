@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 )
 
@@ -119,7 +120,7 @@ func TestOneWebhookIDAcrossWebhooks(t *testing.T) {
 	if r.Deliveries != 3 {
 		t.Fatalf("ingest answered %d deliveries, want 3", r.Deliveries)
 	}
-	waitFor(t, "every webhook to get the event", func() bool {
+	wait.Until(t, "every webhook to get the event", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(got) == 3
@@ -202,7 +203,7 @@ func TestFailedResendAndTestReturnToFailed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the test delivery to fail", func() bool {
+	wait.Until(t, "the test delivery to fail", func() bool {
 		d, _, _ := o.Delivery(ctx, "a", w.ID, test.ID)
 		return d != nil && d.Status == outbox.StatusFailed
 	})
@@ -241,7 +242,7 @@ func TestGiveUpAndDisableLoggedAtWarn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a warn line for the delivery given up", func() bool {
+	wait.Until(t, "a warn line for the delivery given up", func() bool {
 		return logs.FilterMessage("delivery failed").FilterField(zap.String("event_id", first.ID)).Len() == 1
 	})
 	gone.Store(true)
@@ -249,7 +250,7 @@ func TestGiveUpAndDisableLoggedAtWarn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a warn line for the webhook disabled as gone", func() bool {
+	wait.Until(t, "a warn line for the webhook disabled as gone", func() bool {
 		return logs.FilterMessage("webhook disabled").FilterField(zap.String("event_id", second.ID)).Len() == 1
 	})
 

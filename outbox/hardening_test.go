@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 	"github.com/caddy-webhooks/caddy-webhooks/signature"
 )
@@ -39,7 +40,7 @@ func receive[T any](t *testing.T, ch <-chan T, what string) T {
 func onlyDelivery(t *testing.T, o *outbox.Outbox, app, wh string, want func(*outbox.Delivery) bool) *outbox.Delivery {
 	t.Helper()
 	var d *outbox.Delivery
-	waitFor(t, "delivery state", func() bool {
+	wait.Until(t, "delivery state", func() bool {
 		ds, _, _ := o.Deliveries(context.Background(), app, wh, outbox.DeliveryFilter{})
 		if len(ds) == 1 && want(ds[0]) {
 			d = ds[0]
@@ -159,7 +160,7 @@ func TestAutoDisableAfterContinuousFailure(t *testing.T) {
 	ctx := context.Background()
 	w, _ := o.CreateWebhook(ctx, "a", outbox.WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}})
 	ingestOne(t, o, "a", "job_created")
-	waitFor(t, "webhook disabled after failing continuously", func() bool {
+	wait.Until(t, "webhook disabled after failing continuously", func() bool {
 		got, _ := o.GetWebhook(ctx, "a", w.ID)
 		return !got.Enabled && got.DisabledReason == "failing"
 	})
@@ -172,7 +173,7 @@ func TestAutoDisableAfterContinuousFailure(t *testing.T) {
 		t.Fatalf("re-enabled webhook: enabled=%v failingSince=%v", got.Enabled, got.FailingSince)
 	}
 	r := ingestOne(t, o, "a", "job_created")
-	waitFor(t, "attempt after re-enabling", func() bool {
+	wait.Until(t, "attempt after re-enabling", func() bool {
 		ds, _, _ := o.Deliveries(ctx, "a", w.ID, outbox.DeliveryFilter{})
 		for _, d := range ds {
 			if d.EventID == r.ID && len(d.Attempts) > 0 {
@@ -241,7 +242,7 @@ func TestRecoverResendsFailedSince(t *testing.T) {
 	for range 5 {
 		ingestOne(t, o, "a", "job_created")
 	}
-	waitFor(t, "five failed deliveries", func() bool {
+	wait.Until(t, "five failed deliveries", func() bool {
 		ds, _, _ := o.Deliveries(ctx, "a", w.ID, outbox.DeliveryFilter{Status: outbox.StatusFailed})
 		return len(ds) == 5
 	})
@@ -250,7 +251,7 @@ func TestRecoverResendsFailedSince(t *testing.T) {
 	if err != nil || n != 5 {
 		t.Fatalf("recover: %d, %v; want 5", n, err)
 	}
-	waitFor(t, "five recovered deliveries", func() bool {
+	wait.Until(t, "five recovered deliveries", func() bool {
 		ds, _, _ := o.Deliveries(ctx, "a", w.ID, outbox.DeliveryFilter{Status: outbox.StatusSucceeded})
 		return len(ds) == 5
 	})

@@ -112,9 +112,6 @@ func (o *Outbox) Ingest(ctx context.Context, body []byte, idempotencyKey string)
 	if err != nil {
 		return IngestResult{}, err
 	}
-	if appID == OperationalApp {
-		return IngestResult{}, invalid("data.appId", "%q is reserved", appID)
-	}
 	if !slices.Contains(o.options().Events, evType) {
 		return IngestResult{}, &UnknownEventError{Type: evType}
 	}

@@ -66,14 +66,6 @@ type operationalState struct {
 	reported map[string]time.Time // webhook id -> failing since
 }
 
-// checkAppID refuses the operational app on the routes of apps.
-func checkAppID(appID string) error {
-	if appID == OperationalApp {
-		return ErrNotFound
-	}
-	return nil
-}
-
 func isOperational(w *Webhook) bool { return w.AppID == OperationalApp }
 
 // syncOperational makes the stored operational webhook match the

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 )
 
@@ -178,7 +179,7 @@ func TestFilter(t *testing.T) {
 			t.Errorf("%s: %d deliveries, want %d", tc.body, res.Deliveries, tc.want)
 		}
 	}
-	waitFor(t, "the deliveries", func() bool {
+	wait.Until(t, "the deliveries", func() bool {
 		n, ok := hits.Load("/all")
 		return ok && n.(*atomic.Int64).Load() == 5
 	})
@@ -247,7 +248,7 @@ func TestWebhookRetryScheduleAndTimeout(t *testing.T) {
 	}
 	for _, w := range []*outbox.Webhook{fails, hangs} {
 		want := map[string]int{fails.ID: 4, hangs.ID: 1}[w.ID]
-		waitFor(t, "a failed delivery", func() bool {
+		wait.Until(t, "a failed delivery", func() bool {
 			ds, _, _ := o.Deliveries(ctx, "a", w.ID, outbox.DeliveryFilter{})
 			return len(ds) == 1 && ds[0].Status == outbox.StatusFailed
 		})
@@ -282,7 +283,7 @@ func TestMaxInFlightOne(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "30 deliveries", func() bool { return total.Load() == 30 })
+	wait.Until(t, "30 deliveries", func() bool { return total.Load() == 30 })
 	if most.Load() != 1 {
 		t.Fatalf("%d attempts overlapped, want 1 at a time", most.Load())
 	}
@@ -310,7 +311,7 @@ func TestRateLimitSpacesAttempts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "every delivery", func() bool {
+	wait.Until(t, "every delivery", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(at) == n

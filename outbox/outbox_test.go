@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox/badgerstore"
 	"github.com/caddy-webhooks/caddy-webhooks/signature"
@@ -38,17 +39,6 @@ func openTest(t *testing.T, opts outbox.Options) *outbox.Outbox {
 }
 
 func ptr[T any](v T) *T { return &v }
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 func TestDeliverySignedAndRecorded(t *testing.T) {
 	type got struct {
@@ -91,7 +81,7 @@ func TestDeliverySignedAndRecorded(t *testing.T) {
 		t.Fatalf("webhook-signature %q want %q", g.h.Get("webhook-signature"), want)
 	}
 	var ds []*outbox.Delivery
-	waitFor(t, "succeeded delivery", func() bool {
+	wait.Until(t, "succeeded delivery", func() bool {
 		ds, _, _ = o.Deliveries(ctx, "app1", w.ID, outbox.DeliveryFilter{})
 		return len(ds) == 1 && ds[0].Status == outbox.StatusSucceeded
 	})
@@ -121,7 +111,7 @@ func TestRetryThenSucceedAndResend(t *testing.T) {
 	if _, err := o.Ingest(ctx, []byte(`{"event":"job_created","data":{"appId":"a"}}`), ""); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "success after two failures", func() bool {
+	wait.Until(t, "success after two failures", func() bool {
 		ds, _, _ := o.Deliveries(ctx, "a", w.ID, outbox.DeliveryFilter{})
 		return len(ds) == 1 && ds[0].Status == outbox.StatusSucceeded && len(ds[0].Attempts) == 3
 	})
@@ -132,7 +122,7 @@ func TestRetryThenSucceedAndResend(t *testing.T) {
 		t.Fatal(err)
 	}
 	var failed *outbox.Delivery
-	waitFor(t, "failed delivery", func() bool {
+	wait.Until(t, "failed delivery", func() bool {
 		ds, _, _ := o.Deliveries(ctx, "a", w.ID, outbox.DeliveryFilter{Status: outbox.StatusFailed})
 		if len(ds) == 1 {
 			failed = ds[0]
@@ -146,7 +136,7 @@ func TestRetryThenSucceedAndResend(t *testing.T) {
 	if _, err := o.Resend(ctx, "a", w.ID, failed.ID); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "resent delivery", func() bool {
+	wait.Until(t, "resent delivery", func() bool {
 		d, _, _ := o.Delivery(ctx, "a", w.ID, failed.ID)
 		return d.Status == outbox.StatusSucceeded && len(d.Attempts) == 4
 	})
@@ -311,11 +301,11 @@ func TestSlowEndpointIsolated(t *testing.T) {
 	}
 	// The hanging endpoint holds its whole share before the healthy one
 	// gets any work, so the healthy one is served beside a full cap.
-	waitFor(t, "the hanging endpoint to hold its 4 attempts", func() bool { return hung.Load() == 4 })
+	wait.Until(t, "the hanging endpoint to hold its 4 attempts", func() bool { return hung.Load() == 4 })
 	for range 50 {
 		ingestOne(t, o, "fast", "job_created")
 	}
-	waitFor(t, "healthy endpoint to get all 50 while the other hangs", func() bool { return fast.Load() == 50 })
+	wait.Until(t, "healthy endpoint to get all 50 while the other hangs", func() bool { return fast.Load() == 50 })
 	if n := hung.Load(); n != 4 {
 		t.Fatalf("%d requests reached the hanging endpoint, want exactly its cap of 4", n)
 	}
@@ -358,7 +348,7 @@ func TestLargeBatchOverflowsTransaction(t *testing.T) {
 	for id := range ids {
 		want[id] = true
 	}
-	waitFor(t, "every accepted large event delivered", func() bool {
+	wait.Until(t, "every accepted large event delivered", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for id := range want {

@@ -33,7 +33,7 @@ type ReplayRequest struct {
 // webhook-id. An event the webhook already has a delivery of is left
 // alone, so replaying a window twice replays nothing the second time.
 func (o *Outbox) Replay(ctx context.Context, appID, webhookID string, since, until time.Time) (int, error) {
-	if err := checkAppID(appID); err != nil {
+	if err := CheckAppID(appID); err != nil {
 		return 0, err
 	}
 	if since.IsZero() {

@@ -61,14 +61,3 @@ func newDelivery(w *outbox.Webhook, ev *outbox.Event, now time.Time) *outbox.Del
 }
 
 func ptr[T any](v T) *T { return &v }
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 )
 
@@ -56,7 +57,7 @@ func TestHousekeepingReturnsExpiredSpace(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		waitFor(t, "every delivery to finish", func() bool { return s.pending.Load() == 0 })
+		wait.Until(t, "every delivery to finish", func() bool { return s.pending.Load() == 0 })
 	}
 	ingest(4000)
 	full := s.diskBytes()
@@ -65,7 +66,7 @@ func TestHousekeepingReturnsExpiredSpace(t *testing.T) {
 	}
 	// Let everything expire (TTLs count whole seconds), then add history
 	// that is still within its retention.
-	waitFor(t, "the history to expire", func() bool {
+	wait.Until(t, "the history to expire", func() bool {
 		ds, _, err := o.Deliveries(ctx, "a", w.ID, outbox.DeliveryFilter{Limit: 1})
 		return err == nil && len(ds) == 0
 	})

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 )
 
@@ -112,7 +113,7 @@ func TestMappedReleaseEvery(t *testing.T) {
 	}
 	defer s.Close()
 	commitEvents(t, s, 10_000)
-	waitFor(t, "the store to release the pages of its mapped files", func() bool {
+	wait.Until(t, "the store to release the pages of its mapped files", func() bool {
 		return residentIn(t, s.mapDir) < 2<<20
 	})
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 )
 
@@ -133,12 +134,12 @@ func TestHistoryExpires(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no delivery")
 	}
-	waitFor(t, "history to expire after the retention", func() bool {
+	wait.Until(t, "history to expire after the retention", func() bool {
 		a, _, _ := o.Deliveries(ctx, "a", w.ID, outbox.DeliveryFilter{})
 		b, _, _ := o.Deliveries(ctx, "a", off.ID, outbox.DeliveryFilter{})
 		return len(a) == 0 && len(b) == 0
 	})
-	waitFor(t, "the event to expire", func() bool {
+	wait.Until(t, "the event to expire", func() bool {
 		return s.db.View(func(txn *badger.Txn) error { _, err := getEvent(txn, r.ID); return err }) != nil
 	})
 }

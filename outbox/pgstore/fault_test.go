@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/pgtest"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox/storetest"
 )
@@ -120,13 +121,13 @@ func TestPostgresSurvivesDatabaseRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := startPoster(o, "app1", 4)
-	waitFor(t, "events acknowledged before the stop", func() bool { return p.ok.Load() > 50 })
+	wait.Until(t, "events acknowledged before the stop", func() bool { return p.ok.Load() > 50 })
 
 	for _, mode := range []string{"fast", "immediate"} {
 		db.Stop(mode)
 		okAtStop := p.ok.Load()
 		failedAtStop := p.failed.Load()
-		waitFor(t, "ingest to fail while the database is stopped", func() bool { return p.failed.Load() > failedAtStop+20 })
+		wait.Until(t, "ingest to fail while the database is stopped", func() bool { return p.failed.Load() > failedAtStop+20 })
 		if _, err := o.ListWebhooks(ctx, "app1"); !errors.Is(err, outbox.ErrUnavailable) {
 			t.Fatalf("listing webhooks with the database stopped (%s): %v, want ErrUnavailable", mode, err)
 		}
@@ -139,7 +140,7 @@ func TestPostgresSurvivesDatabaseRestart(t *testing.T) {
 		}
 		db.Start()
 		back := time.Now()
-		waitFor(t, "ingest to resume", func() bool { return p.ok.Load() > okDown+20 })
+		wait.Until(t, "ingest to resume", func() bool { return p.ok.Load() > okDown+20 })
 		t.Logf("-m %s: %d acknowledged before the stop, %d refused meanwhile; ingest resumed %v after the start",
 			mode, okAtStop, p.failed.Load()-failedAtStop, time.Since(back).Round(10*time.Millisecond))
 		if took := time.Since(back); took > 10*time.Second {
@@ -150,7 +151,7 @@ func TestPostgresSurvivesDatabaseRestart(t *testing.T) {
 	if v := p.other.Load(); v != nil {
 		t.Fatalf("an ingest failed with something else than ErrUnavailable: %v", v)
 	}
-	waitFor(t, fmt.Sprintf("all %d acknowledged events delivered", len(acked)), func() bool { return ep.missing(acked) == 0 })
+	wait.Until(t, fmt.Sprintf("all %d acknowledged events delivered", len(acked)), func() bool { return ep.missing(acked) == 0 })
 }
 
 // A backend killed with pg_terminate_backend in the middle of a claim or
@@ -201,5 +202,5 @@ func TestPostgresBackendKilledMidStatement(t *testing.T) {
 	if v := p.other.Load(); v != nil {
 		t.Fatalf("an ingest failed with something else than ErrUnavailable: %v", v)
 	}
-	waitFor(t, fmt.Sprintf("all %d acknowledged events delivered", len(acked)), func() bool { return ep.missing(acked) == 0 })
+	wait.Until(t, fmt.Sprintf("all %d acknowledged events delivered", len(acked)), func() bool { return ep.missing(acked) == 0 })
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/pgtest"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox/storetest"
 )
@@ -210,14 +211,14 @@ func TestPostgresWebhookCoherence(t *testing.T) {
 	a := openPostgres(t, dsn, Options{})
 	b := openPostgres(t, dsn, Options{})
 	ctx := context.Background()
-	waitFor(t, "both listening", func() bool { return a.listening.Load() && b.listening.Load() })
+	wait.Until(t, "both listening", func() bool { return a.listening.Load() && b.listening.Load() })
 	if list, _ := a.ListWebhooks(ctx, "app"); len(list) != 0 {
 		t.Fatalf("list %v", list)
 	}
 	seen := func(what string, cond func([]*outbox.Webhook) bool) time.Duration {
 		t.Helper()
 		start := time.Now()
-		waitFor(t, what, func() bool {
+		wait.Until(t, what, func() bool {
 			list, err := a.ListWebhooks(ctx, "app")
 			return err == nil && cond(list)
 		})
@@ -271,7 +272,7 @@ func TestPostgresWebhookCoherence(t *testing.T) {
 	if list, err := a.ListWebhooks(ctx, "app"); err != nil || len(list) != 1 || list[0].Name != "while deaf" {
 		t.Fatalf("list after the notification connection was lost: %v %v, want the change at once", list, err)
 	}
-	waitFor(t, "the notification connections back", func() bool {
+	wait.Until(t, "the notification connections back", func() bool {
 		var n int
 		err := b.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
 			WHERE application_name = 'coherence-test' AND query LIKE 'LISTEN%'`).Scan(&n)
@@ -354,7 +355,7 @@ func TestPostgresOutboxDelivers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "20 deliveries", func() bool {
+	wait.Until(t, "20 deliveries", func() bool {
 		ds, _, _ := o.Deliveries(ctx, "app1", w.ID, outbox.DeliveryFilter{Status: outbox.StatusSucceeded, Limit: 100})
 		return len(ds) == 20
 	})
@@ -375,14 +376,3 @@ func BenchmarkPostgresCommit(b *testing.B) {
 var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 
 func ptr[T any](v T) *T { return &v }
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}

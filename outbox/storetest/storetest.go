@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 )
 
@@ -70,17 +71,6 @@ func newDelivery(w *outbox.Webhook, ev *outbox.Event, now time.Time) *outbox.Del
 		d.Status, d.NextAttemptAt = outbox.StatusSkipped, nil
 	}
 	return d
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func resendable(d *outbox.Delivery) error {
@@ -848,7 +838,7 @@ func suiteDeleteInFlight(t *testing.T, s outbox.Store) {
 		Finish(t, s, j, outbox.StatusSucceeded, 200)
 	}
 	// The embedded store drops the deleted webhook's queue in the background.
-	waitFor(t, "no pending deliveries", func() bool { return Stats(t, s).Pending == 0 })
+	wait.Until(t, "no pending deliveries", func() bool { return Stats(t, s).Pending == 0 })
 	if ds, _, _ := s.Deliveries(ctx, "a", keep.ID, outbox.DeliveryFilter{Limit: 10}); len(ds) != 2 || ds[0].Status != outbox.StatusSucceeded {
 		t.Fatalf("the other webhook's history %+v", ds)
 	}
