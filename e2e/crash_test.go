@@ -3,9 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -37,23 +35,13 @@ func TestCrashLosesNothing(t *testing.T) {
 	)
 	post := func(seq int) {
 		body := fmt.Sprintf(`{"event":"job_created","data":{"appId":%q,"seq":%d,"note":"crash test event %d"}}`, app, seq, seq)
-		req, _ := http.NewRequest(http.MethodPost, first.ingestURL(), strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := client.Do(req)
-		if err != nil {
-			refused.Add(1)
-			return
-		}
-		defer resp.Body.Close()
-		var a ingestAnswer
-		if resp.StatusCode != http.StatusAccepted || json.NewDecoder(resp.Body).Decode(&a) != nil || a.ID == "" {
-			// A 202 whose body is cut by the kill is not an answer the
-			// service saw, so it makes no promise.
+		id, ok, err := postAccepted(first.ingestURL(), body)
+		if err != nil || !ok {
 			refused.Add(1)
 			return
 		}
 		mu.Lock()
-		accepted[a.ID] = seq
+		accepted[id] = seq
 		mu.Unlock()
 		if ok202.Add(1) >= killAfter {
 			killOnce.Do(func() { close(killed) })

@@ -3,9 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -49,24 +47,19 @@ func TestCrashLoop(t *testing.T) {
 	)
 	post := func(seq int) {
 		body := fmt.Sprintf(`{"event":"job_created","data":{"appId":%q,"seq":%d,"note":"crash loop event %d"}}`, app, seq, seq)
-		req, _ := http.NewRequest(http.MethodPost, ingestURL, strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := client.Do(req)
+		id, ok, err := postAccepted(ingestURL, body)
 		if err != nil {
 			refused.Add(1)
 			// The sidecar is down or restarting; do not spin on the port.
 			time.Sleep(10 * time.Millisecond)
 			return
 		}
-		defer resp.Body.Close()
-		var a ingestAnswer
-		if resp.StatusCode != http.StatusAccepted || json.NewDecoder(resp.Body).Decode(&a) != nil || a.ID == "" {
-			// A 202 cut short by a kill is no answer the service saw.
+		if !ok {
 			refused.Add(1)
 			return
 		}
 		mu.Lock()
-		accepted[a.ID] = seq
+		accepted[id] = seq
 		mu.Unlock()
 		ok202.Add(1)
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 )
 
 // waitMax bounds every wait for something asynchronous (a delivery, a
@@ -341,6 +342,24 @@ func (s *sender) mustIngest(t *testing.T, body []byte) ingestAnswer {
 	return a
 }
 
+// postAccepted posts an event and returns its id if the answer is a whole
+// 202: a connection error, another status, or a 202 whose body a kill cut
+// short is no answer the service saw, so it makes no promise.
+func postAccepted(u, body string) (string, bool, error) {
+	req, _ := http.NewRequest(http.MethodPost, u, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", false, err
+	}
+	defer resp.Body.Close()
+	var a ingestAnswer
+	if resp.StatusCode != http.StatusAccepted || json.NewDecoder(resp.Body).Decode(&a) != nil || a.ID == "" {
+		return "", false, nil
+	}
+	return a.ID, true, nil
+}
+
 // eventually polls cond until it holds, failing the test with what after waitMax.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -349,13 +368,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 func eventuallyWithin(t *testing.T, max time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(max)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", max, what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	wait.Within(t, max, what, cond)
 }
 
 // received is one request a receiver got.
