@@ -2,14 +2,11 @@ package outbox_test
 
 import (
 	"context"
-	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/fixture"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
-	"github.com/caddy-webhooks/caddy-webhooks/outbox/badgerstore"
 )
 
 // BenchmarkIngestFilters measures ingest from 64 goroutines into an app
@@ -23,21 +20,9 @@ func BenchmarkIngestFilters(b *testing.B) {
 			name = "cel"
 		}
 		b.Run("filters="+name, func(b *testing.B) {
-			s, err := badgerstore.Open(b.TempDir(), badgerstore.Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			// The endpoint holds each webhook's one attempt until the end, so
-			// the dispatcher takes no CPU from ingest.
-			release := make(chan struct{})
-			srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-release }))
-			defer srv.Close()
-			o := outbox.New(s, outbox.Options{AllowDestinations: loopback, MaxInFlightPerWebhook: 1})
-			o.Start()
-			defer o.Close()
-			defer close(release)
+			o, url := heldOutbox(b)
 			for range 10 {
-				in := outbox.WebhookInput{Name: ptr("b"), URL: ptr(srv.URL), Events: &[]string{"job_finished"}}
+				in := outbox.WebhookInput{Name: ptr("b"), URL: ptr(url), Events: &[]string{"job_finished"}}
 				if filter != "" {
 					in.Filter = &filter
 				}
