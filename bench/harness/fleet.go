@@ -97,7 +97,7 @@ func newFleet(base string, c fleetSetup, name, sinkURL string) ([]*caddyProc, []
 	var urls []string
 	for i := range c.sidecars {
 		port := freePort()
-		p := startCaddy(fmt.Sprintf("%s-%s-%d", name, c.store, i), strings.ReplaceAll(fleetConfig(storage), "{PORT}", strconv.Itoa(port)))
+		p := startCaddy(fmt.Sprintf("%s-%s-%d", name, c.store, i), strings.ReplaceAll(sidecarConfig(storage), "{PORT}", strconv.Itoa(port)))
 		procs = append(procs, p)
 		urls = append(urls, fmt.Sprintf("http://127.0.0.1:%d/", port))
 	}
@@ -227,25 +227,6 @@ func fleetLatency(base string, c fleetSetup) {
 	}
 	rows = append(rows, row{scenario: fmt.Sprintf("202 to endpoint, idle (%s)", c), rps: float64(n), perSecond: "events",
 		p50: took.pct(50), p99: took.pct(99), note: "time from the 202 to the endpoint receiving the event"})
-}
-
-func fleetConfig(storage string) string {
-	if storage == "" {
-		storage = "storage {DIR}/webhooks"
-	}
-	return `{
-	admin {ADMIN}
-	webhooks {
-		` + storage + `
-		allow_destinations 127.0.0.0/8
-		timeout 10m
-		retry_schedule 1s 5s 30s
-	}
-}
-http://127.0.0.1:{PORT} {
-	webhook_events
-}
-`
 }
 
 func newSchema(base string) string {

@@ -367,6 +367,8 @@ func (s *sink) waitFor(n int64, max time.Duration) bool {
 	return true
 }
 
+// sidecarConfig is a sidecar on a Badger directory of its own; extra
+// lines go inside the webhooks option, where a storage line replaces it.
 func sidecarConfig(extra string) string {
 	storage := "storage {DIR}/webhooks"
 	if *mapped != "" {
