@@ -182,13 +182,25 @@ func (d *dispatcher) nextSlot(now time.Time) time.Time {
 	return next
 }
 
-func (d *dispatcher) finish(webhookID string) {
+// endAttempt gives back one of the webhook's maxInFlight slots.
+func (d *dispatcher) endAttempt(webhookID string) {
 	d.mu.Lock()
 	if d.busy[webhookID]--; d.busy[webhookID] <= 0 {
 		delete(d.busy, webhookID)
 	}
+	d.mu.Unlock()
+	d.signalFree()
+}
+
+// endJob gives back the worker's place once the job is saved.
+func (d *dispatcher) endJob() {
+	d.mu.Lock()
 	d.inflight--
 	d.mu.Unlock()
+	d.signalFree()
+}
+
+func (d *dispatcher) signalFree() {
 	select {
 	case d.free <- struct{}{}:
 	default:
@@ -211,10 +223,11 @@ func (d *dispatcher) run(ctx context.Context) {
 			for j := range d.jobs {
 				if d.stopping.Load() {
 					_ = d.o.store.Release(context.Background(), j)
+					d.endAttempt(j.Delivery.WebhookID)
 				} else {
 					d.attempt(j)
 				}
-				d.finish(j.Delivery.WebhookID)
+				d.endJob()
 			}
 		}()
 	}
@@ -280,15 +293,28 @@ func (d *dispatcher) run(ctx context.Context) {
 	}
 }
 
-// attempt sends one delivery and records what happened.
+// attempt sends one delivery and records what happened. The webhook's
+// slot is given back once the HTTP exchange ends, before the result is
+// saved: maxInFlight bounds the requests an endpoint sees, and the store
+// keeps the delivery claimed until the save, so no second attempt of it
+// starts meanwhile. A turn of a busy webhook then costs one request, not a
+// request and a commit (a round trip to PostgreSQL).
 func (d *dispatcher) attempt(j *Job) {
 	opts := d.o.options()
 	dl, w := j.Delivery, j.Webhook
+	ended := false
+	endAttempt := func() {
+		if !ended {
+			ended = true
+			d.endAttempt(dl.WebhookID)
+		}
+	}
+	defer endAttempt()
 	if j.Gone {
 		_ = d.o.store.Release(context.Background(), j)
 		return
 	}
-	log := opts.Logger.With(zap.String("webhook_id", w.ID), zap.String("event_id", dl.EventID), zap.String("delivery_id", dl.ID))
+	log := opts.Logger.WithLazy(zap.String("webhook_id", w.ID), zap.String("event_id", dl.EventID), zap.String("delivery_id", dl.ID))
 	now := time.Now()
 	switch {
 	case j.Event == nil:
@@ -313,6 +339,7 @@ func (d *dispatcher) attempt(j *Job) {
 	}
 	now = time.Now()
 	a, resp := d.send(w, j.Event, now, timeout)
+	endAttempt()
 	dl.Attempts = append(dl.Attempts, a)
 	dl.Round++
 	success := a.ResponseStatusCode >= 200 && a.ResponseStatusCode < 300 && a.Error == ""

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
@@ -23,6 +24,88 @@ import (
 // since receivers' parsers disagree on which of two names wins and on what
 // invalid UTF-8 becomes, and the body is forwarded byte for byte.
 func ParseEvent(body []byte) (eventType, appID string, err error) {
+	if eventType, appID, ok := scanEvent(body); ok {
+		return eventType, appID, nil
+	}
+	return parseEvent(body)
+}
+
+// scanEvent accepts, in one pass over the body, exactly the events
+// parseEvent accepts (jsontext's defaults refuse invalid UTF-8, duplicate
+// names and lone surrogates, as checkIJSON does); on anything else it
+// reports !ok, and parseEvent finds the error to answer with.
+func scanEvent(body []byte) (eventType, appID string, ok bool) {
+	// A bytes.Buffer is read in place, not copied into the decoder's own.
+	dec := jsontext.NewDecoder(bytes.NewBuffer(body))
+	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
+		return "", "", false
+	}
+	for dec.PeekKind() == '"' {
+		name, err := dec.ReadToken()
+		if err != nil {
+			return "", "", false
+		}
+		switch name.String() {
+		case "event":
+			tok, err := dec.ReadToken()
+			if err != nil || tok.Kind() != '"' {
+				return "", "", false
+			}
+			eventType = tok.String()
+		case "data":
+			if dec.PeekKind() != '{' {
+				return "", "", false
+			}
+			if appID, ok = scanData(dec); !ok {
+				return "", "", false
+			}
+		default:
+			if _, err := dec.ReadValue(); err != nil {
+				return "", "", false
+			}
+		}
+	}
+	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '}' {
+		return "", "", false
+	}
+	if _, err := dec.ReadToken(); err != io.EOF {
+		return "", "", false
+	}
+	if eventType == "" || CheckAppID(appID) != nil {
+		return "", "", false
+	}
+	return eventType, appID, true
+}
+
+// scanData reads the data object, keeping its appId.
+func scanData(dec *jsontext.Decoder) (appID string, ok bool) {
+	if _, err := dec.ReadToken(); err != nil {
+		return "", false
+	}
+	for dec.PeekKind() == '"' {
+		name, err := dec.ReadToken()
+		if err != nil {
+			return "", false
+		}
+		if name.String() == "appId" {
+			tok, err := dec.ReadToken()
+			if err != nil || tok.Kind() != '"' {
+				return "", false
+			}
+			appID = tok.String()
+			continue
+		}
+		if _, err := dec.ReadValue(); err != nil {
+			return "", false
+		}
+	}
+	tok, err := dec.ReadToken()
+	return appID, err == nil && tok.Kind() == '}'
+}
+
+// parseEvent is ParseEvent's reference: slower, and the one that names
+// what is wrong with a body.
+func parseEvent(body []byte) (eventType, appID string, err error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(body, &top); err != nil {
 		var te *json.UnmarshalTypeError
