@@ -26,9 +26,9 @@ type freshJob struct {
 	size     int
 }
 
-// keepFresh remembers a committed pending delivery, while there is room;
-// share is its part of the event's body, which its n deliveries share.
-// claimMu must be held, and the delivery not yet queued in heads, so no
+// keepFresh remembers a pending delivery about to be written, while there
+// is room; share is its part of the event's body, which its n deliveries
+// share. claimMu must be held, and the delivery not yet written, so no
 // claim can have read it before.
 func (s *Store) keepFresh(d *outbox.Delivery, ev *outbox.Event, share int, expires time.Time) {
 	size := freshOverhead + share

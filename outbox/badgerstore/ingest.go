@@ -34,15 +34,50 @@ func (s *Store) Commit(ctx context.Context, batch []*outbox.Ingest) error {
 		return err
 	}
 	expires := s.eventExpiry()
+	// A claim sees the entries as soon as they are written, before the
+	// fsync: the copies must be there first, or a busy queue's claims read
+	// every new delivery back from Badger.
+	s.keepBatchFresh(batch, expires)
 	seq, err := s.write(batch)
 	if err != nil {
+		s.dropBatchFresh(batch, func(*outbox.Ingest) bool { return true })
 		return err
 	}
+	s.dropBatchFresh(batch, func(in *outbox.Ingest) bool { return in.Result.Duplicate })
 	if err := s.syncTo(seq); err != nil {
 		return fmt.Errorf("syncing events: %w", unavailable(err))
 	}
-	s.account(batch, expires)
+	s.account(batch)
 	return nil
+}
+
+// keepBatchFresh keeps a copy of each pending delivery of the batch for
+// its first claim.
+func (s *Store) keepBatchFresh(batch []*outbox.Ingest, expires time.Time) {
+	s.claimMu.Lock()
+	defer s.claimMu.Unlock()
+	for _, in := range batch {
+		share := len(in.Event.Body) / max(len(in.Deliveries), 1)
+		for _, d := range in.Deliveries {
+			if d.Status == outbox.StatusPending {
+				s.keepFresh(d, in.Event, share, expires)
+			}
+		}
+	}
+}
+
+// dropBatchFresh forgets the copies of the ingests that were not written
+// (a duplicate's deliveries, or the batch whose write failed).
+func (s *Store) dropBatchFresh(batch []*outbox.Ingest, unwritten func(*outbox.Ingest) bool) {
+	s.claimMu.Lock()
+	defer s.claimMu.Unlock()
+	for _, in := range batch {
+		if unwritten(in) {
+			for _, d := range in.Deliveries {
+				s.dropFresh(d.ID)
+			}
+		}
+	}
 }
 
 // eventExpiry is when an event written from now on expires at the
@@ -77,7 +112,6 @@ func (s *Store) write(batch []*outbox.Ingest) (uint64, error) {
 	defer func() { txn.Discard() }()
 	var inTxn []*badger.Entry // entries of the ingests set in txn so far
 	evTTL := time.Duration(s.events.Load())
-	expires := s.eventExpiry()
 	for i, in := range batch {
 		if in.IdempotencyKey != "" {
 			k := idemKey(in.Event.AppID, in.IdempotencyKey)
@@ -118,7 +152,7 @@ func (s *Store) write(batch []*outbox.Ingest) (uint64, error) {
 			if err := setAll(txn, entries); err != nil {
 				// Too big alone. The batch fails, but what was committed
 				// before it is queued, so it is delivered all the same.
-				s.account(batch[:i], expires)
+				s.account(batch[:i])
 				return 0, fmt.Errorf("writing event %s: %w", in.Event.ID, unavailable(err))
 			}
 		}
@@ -130,10 +164,8 @@ func (s *Store) write(batch []*outbox.Ingest) (uint64, error) {
 	return s.writeSeq.Add(1), nil
 }
 
-// account counts and queues the pending deliveries of committed ingests,
-// and keeps them for their first claim; their events expire no earlier
-// than expires.
-func (s *Store) account(batch []*outbox.Ingest, expires time.Time) {
+// account counts and queues the pending deliveries of committed ingests.
+func (s *Store) account(batch []*outbox.Ingest) {
 	s.ingested.Add(int64(len(batch)))
 	s.claimMu.Lock()
 	defer s.claimMu.Unlock()
@@ -141,11 +173,9 @@ func (s *Store) account(batch []*outbox.Ingest, expires time.Time) {
 		if in.Result.Duplicate {
 			continue
 		}
-		share := len(in.Event.Body) / max(len(in.Deliveries), 1)
 		for _, d := range in.Deliveries {
 			if d.Status == outbox.StatusPending {
 				s.pending.Add(1)
-				s.keepFresh(d, in.Event, share, expires)
 				s.queued(d.WebhookID, *d.NextAttemptAt)
 			}
 		}
