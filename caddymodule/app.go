@@ -277,11 +277,7 @@ func (a *App) Validate() error {
 func (a *App) Start() error {
 	key, fingerprint := a.storage.StorageKey(), a.storage.Fingerprint()
 	val, loaded, err := outboxes.LoadOrNew(key, func() (caddy.Destructor, error) {
-		timeout := a.opts.Timeout
-		if timeout <= 0 {
-			timeout = 15 * time.Second
-		}
-		store, err := a.storage.OpenStore(a.logger, timeout)
+		store, err := a.storage.OpenStore(a.logger, a.attemptTimeout())
 		if err != nil {
 			return nil, err
 		}
@@ -343,6 +339,15 @@ func (a *App) Outbox() *outbox.Outbox {
 
 // maxBodyBytes is the ingest cap of handlers that set none.
 func (a *App) maxBodyBytes() int64 { return a.maxBody }
+
+// attemptTimeout bounds one delivery attempt: the timeout option, or the
+// outbox's default of 15s.
+func (a *App) attemptTimeout() time.Duration {
+	if a.opts.Timeout > 0 {
+		return a.opts.Timeout
+	}
+	return 15 * time.Second
+}
 
 // parseDestination parses a CIDR, or a bare IP as a single address.
 func parseDestination(s string) (netip.Prefix, error) {

@@ -27,6 +27,9 @@ func TestListModules(t *testing.T) {
 		"http.handlers.webhook_admin",
 		"admin.api.webhooks",
 		"http.handlers.webhook_verify",
+		"http.handlers.webhook_portal",
+		"webhooks.storage.badger",
+		"webhooks.storage.postgres",
 	} {
 		found := false
 		for _, l := range lines {

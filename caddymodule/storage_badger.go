@@ -55,8 +55,10 @@ type BadgerStorage struct {
 	// under memory pressure. Default: 5s.
 	MappedReleaseInterval caddy.Duration `json:"mapped_release_interval,omitempty"`
 
-	dir string
-	key []byte
+	dir          string
+	key          []byte
+	memTableSize int64
+	minFreeSpace int64
 }
 
 // CaddyModule returns the Caddy module information.
@@ -67,7 +69,8 @@ func (*BadgerStorage) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision resolves the directory and decodes the key; it opens nothing.
+// Provision resolves the directory, decodes the key and fills in the
+// default sizes; it opens nothing.
 func (s *BadgerStorage) Provision(ctx caddy.Context) error {
 	repl := caddy.NewReplacer()
 	s.dir = repl.ReplaceKnown(s.Path, "")
@@ -85,6 +88,16 @@ func (s *BadgerStorage) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("encryption_key: %v", err)
 		}
 		s.key = key
+	}
+	s.memTableSize = s.MemTableSize
+	if s.memTableSize == 0 {
+		s.memTableSize = 16 << 20
+	}
+	s.minFreeSpace = s.MinFreeSpace
+	if s.minFreeSpace == 0 {
+		// Room for the writes still in flight once ingest stops, the
+		// two memtables' logs among them.
+		s.minFreeSpace = 2*s.memTableSize + 32<<20
 	}
 	return nil
 }
@@ -111,7 +124,7 @@ func (s *BadgerStorage) Fingerprint() string { return base64.StdEncoding.EncodeT
 func (s *BadgerStorage) OpenStore(logger *zap.Logger, _ time.Duration) (outbox.Store, error) {
 	store, err := badgerstore.Open(s.dir, badgerstore.Options{
 		Logger: logger, EncryptionKey: s.key,
-		MemTableSize: s.MemTableSize, MinFreeBytes: s.MinFreeSpace,
+		MemTableSize: s.memTableSize, MinFreeBytes: s.minFreeSpace,
 		MappedReleaseEvery: time.Duration(s.MappedReleaseInterval),
 	})
 	if err != nil {

@@ -38,7 +38,8 @@ type PostgresStorage struct {
 	// is up, they announce new work with NOTIFY. Default: 1s.
 	PollInterval caddy.Duration `json:"poll_interval,omitempty"`
 
-	dsn string
+	dsn          string
+	pollInterval time.Duration
 }
 
 // CaddyModule returns the Caddy module information.
@@ -49,9 +50,14 @@ func (*PostgresStorage) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision expands the DSN; it connects to nothing.
+// Provision expands the DSN and fills in the default poll interval; it
+// connects to nothing.
 func (s *PostgresStorage) Provision(ctx caddy.Context) error {
 	s.dsn = caddy.NewReplacer().ReplaceKnown(s.DSN, "")
+	s.pollInterval = time.Duration(s.PollInterval)
+	if s.pollInterval == 0 {
+		s.pollInterval = time.Second
+	}
 	return nil
 }
 
@@ -80,19 +86,24 @@ func (s *PostgresStorage) Fingerprint() string { return "" }
 
 // OpenStore connects and migrates the schema.
 func (s *PostgresStorage) OpenStore(logger *zap.Logger, attemptTimeout time.Duration) (outbox.Store, error) {
-	lease := time.Duration(s.Lease)
-	if lease == 0 {
-		lease = attemptTimeout + 30*time.Second
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	store, err := pgstore.Open(ctx, s.dsn, pgstore.Options{
-		Logger: logger, Lease: lease, PollInterval: time.Duration(s.PollInterval),
+		Logger: logger, Lease: s.lease(attemptTimeout), PollInterval: s.pollInterval,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening PostgreSQL storage %s: %w", s, err)
 	}
 	return store, nil
+}
+
+// lease is how long a claim holds a delivery: as configured, or long
+// enough for an attempt of attemptTimeout and the save after it.
+func (s *PostgresStorage) lease(attemptTimeout time.Duration) time.Duration {
+	if s.Lease > 0 {
+		return time.Duration(s.Lease)
+	}
+	return attemptTimeout + 30*time.Second
 }
 
 // String is the DSN with its password hidden.

@@ -272,6 +272,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if h.replay != nil {
 		id = h.scheme.ID(r.Header)
 		if len(id) > maxDeliveryID {
+			h.logResult(resultIDTooLong, nil)
 			return refuseUnread(w, r, http.StatusBadRequest,
 				fmt.Sprintf("%s: delivery id longer than %d bytes", idHeader(r.Header, id), maxDeliveryID))
 		}
@@ -283,9 +284,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.decided(resultTooLarge, nil)
 		return refuseUnread(w, r, http.StatusRequestEntityTooLarge, h.tooLarge())
 	case errors.Is(err, os.ErrDeadlineExceeded):
+		h.logResult(resultReadTimeout, nil)
 		return refuseUnread(w, r, http.StatusRequestTimeout,
 			fmt.Sprintf("body not received within read_timeout of %s", time.Duration(h.ReadTimeout)))
 	case err != nil:
+		h.logResult(resultUnreadable, err)
 		return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("reading webhook body: %w", err))
 	}
 
@@ -356,6 +359,7 @@ func (h *Handler) serveOnce(w http.ResponseWriter, r *http.Request, next caddyht
 		if r.Context().Err() == nil {
 			h.logger.Error("replay storage unavailable; delivery refused", zap.Error(err))
 		}
+		h.logResult(resultUnavailable, nil)
 		w.Header().Set("Retry-After", "5")
 		return writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "replay store unavailable"})
 	}
@@ -389,11 +393,29 @@ func (h *Handler) serveOnce(w http.ResponseWriter, r *http.Request, next caddyht
 // decided counts and logs one verification outcome.
 func (h *Handler) decided(result string, err error) {
 	verifications.WithLabelValues(result).Inc()
+	h.logResult(result, err)
+}
+
+// The results of requests turned away without a verification result,
+// shown in the debug log only.
+const (
+	resultIDTooLong   = "id_too_long"
+	resultReadTimeout = "read_timeout"
+	resultUnreadable  = "unreadable"
+	resultUnavailable = "replay_store_unavailable"
+)
+
+// logResult writes the one debug line of a request. A request turned away
+// before its verification was decided, or after it for want of the replay
+// store, is logged with its own result but not counted: the metric counts
+// verifications.
+func (h *Handler) logResult(result string, err error) {
 	if ce := h.logger.Check(zap.DebugLevel, "webhook verification"); ce != nil {
 		fields := []zap.Field{zap.String("scheme", h.Scheme), zap.String("result", result)}
 		if err != nil {
 			// Verification errors never carry a secret or an expected
-			// signature, so the reason is safe to log.
+			// signature, nor read errors a byte of the body, so the
+			// reason is safe to log.
 			fields = append(fields, zap.String("reason", err.Error()))
 		}
 		ce.Write(fields...)

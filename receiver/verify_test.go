@@ -359,8 +359,8 @@ func TestReplayInFlight(t *testing.T) {
 	go func() { done <- serve(t, h, slow, req()) }()
 	<-entered
 	w := serve(t, h, slow, req())
-	if w.Code != http.StatusConflict || w.Header().Get("Retry-After") == "" {
-		t.Fatalf("a copy arriving while the first is handled: %d %v, want 409 with Retry-After", w.Code, w.Header())
+	if w.Code != http.StatusConflict || w.Header().Get("Retry-After") != "5" {
+		t.Fatalf("a copy arriving while the first is handled: %d %v, want 409 with Retry-After: 5", w.Code, w.Header())
 	}
 	close(release)
 	if first := <-done; first.Code != 200 {
@@ -481,6 +481,8 @@ func TestProvisionAndValidateErrors(t *testing.T) {
 		{"negative read timeout", Handler{Secrets: []string{"s"}, ReadTimeout: -1}, "read_timeout: must not be negative"},
 		{"negative window", Handler{Secrets: []string{"s"}, ReplayWindow: -1}, "replay_window: must not be negative"},
 		{"replay without id", Handler{Secrets: []string{"s"}, Scheme: "stripe", ReplayWindow: caddy.Duration(time.Minute)}, "replay_window: needs a delivery id, and scheme stripe carries none"},
+		{"replay with shopify", Handler{Secrets: []string{"s"}, Scheme: "shopify", ReplayWindow: caddy.Duration(time.Minute)}, "replay_window: needs a delivery id, and scheme shopify carries none"},
+		{"replay with slack", Handler{Secrets: []string{"s"}, Scheme: "slack", ReplayWindow: caddy.Duration(time.Minute)}, "replay_window: needs a delivery id, and scheme slack carries none"},
 		{"storage without window", Handler{Secrets: []string{"s"}, ReplayStorage: "postgres://db/x"}, "replay_storage: needs replay_window"},
 		{"storage not a URL", Handler{Secrets: []string{"s"}, ReplayWindow: caddy.Duration(time.Minute), ReplayStorage: "host=db dbname=x"},
 			"replay_storage: must be a postgres:// or postgresql:// URL"},
