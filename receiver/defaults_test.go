@@ -2,7 +2,6 @@ package receiver
 
 import (
 	"bytes"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -53,18 +52,7 @@ func TestDefaultLimits(t *testing.T) {
 		{"1 MB and a byte chunked", 1_000_001, true, http.StatusRequestEntityTooLarge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			body := bytes.Repeat([]byte{'x'}, tc.size)
-			var rd io.Reader = bytes.NewReader(body)
-			if tc.chunked {
-				rd = chunked{rd}
-			}
-			r := httptest.NewRequest(http.MethodPost, "/hook", rd)
-			if tc.chunked {
-				r.ContentLength = -1
-			}
-			r.Header.Set("X-Signature", signature.XSignature(secret, body))
-			next := &backend{}
-			w := serve(t, h, next, r)
+			w, next, _, _ := postSized(t, h, secret, tc.size, tc.chunked)
 			if w.Code != tc.status {
 				t.Fatalf("a body of %d bytes answered %d, want %d: %.200s", tc.size, w.Code, tc.status, w.Body)
 			}

@@ -217,6 +217,24 @@ func TestServeHTTPRejections(t *testing.T) {
 // chunked hides the length of r from the request, as a chunked upload does.
 type chunked struct{ io.Reader }
 
+// postSized serves a signed body of size bytes, declared or chunked, and
+// returns the answer, the backend, the request and the body.
+func postSized(t *testing.T, h *Handler, secret []byte, size int, isChunked bool) (*httptest.ResponseRecorder, *backend, *http.Request, []byte) {
+	t.Helper()
+	body := bytes.Repeat([]byte{'x'}, size)
+	var rd io.Reader = bytes.NewReader(body)
+	if isChunked {
+		rd = chunked{rd}
+	}
+	r := httptest.NewRequest(http.MethodPost, "/hook", rd)
+	if isChunked {
+		r.ContentLength = -1
+	}
+	r.Header.Set("X-Signature", signature.XSignature(secret, body))
+	next := &backend{}
+	return serve(t, h, next, r), next, r, body
+}
+
 func TestBodyLimits(t *testing.T) {
 	secret := []byte("s3cret")
 	h := &Handler{Secrets: []string{string(secret)}, MaxBody: 100}
@@ -235,18 +253,7 @@ func TestBodyLimits(t *testing.T) {
 		{"empty", 0, false, 200},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			body := bytes.Repeat([]byte{'x'}, tc.size)
-			var rd io.Reader = bytes.NewReader(body)
-			if tc.chunked {
-				rd = chunked{rd}
-			}
-			r := httptest.NewRequest(http.MethodPost, "/hook", rd)
-			if tc.chunked {
-				r.ContentLength = -1
-			}
-			r.Header.Set("X-Signature", signature.XSignature(secret, body))
-			next := &backend{}
-			w := serve(t, h, next, r)
+			w, next, r, body := postSized(t, h, secret, tc.size, tc.chunked)
 			if w.Code != tc.status {
 				t.Fatalf("answered %d, want %d: %s", w.Code, tc.status, w.Body)
 			}
