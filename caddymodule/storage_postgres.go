@@ -150,11 +150,16 @@ func (s *PostgresStorage) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// redactDSN hides the password of a postgres:// DSN.
+// redactDSN hides the password of a postgres:// DSN, in the user info or
+// in the password parameter, which pgx reads as well.
 func redactDSN(s string) string {
 	u, err := url.Parse(s)
 	if err != nil {
 		return "postgres://(unparsable DSN)"
+	}
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
 	}
 	return u.Redacted()
 }

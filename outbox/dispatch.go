@@ -431,6 +431,13 @@ func (d *dispatcher) finishDelivery(j *Job, s Status, log *zap.Logger) {
 
 func (d *dispatcher) save(j *Job, log *zap.Logger) {
 	if err := d.o.store.Save(context.Background(), j); err != nil {
+		if errors.Is(err, ErrLeaseLost) {
+			// Not a store failure: the delivery is another sidecar's now,
+			// so there is nothing to release and no reason to pause.
+			log.Warn("late save refused: the lease ran out and another sidecar took the delivery over; this attempt's result is dropped",
+				zap.Int("attempt", len(j.Delivery.Attempts)))
+			return
+		}
 		// The claim ends either way; the delivery keeps its old queue
 		// entry and is attempted again, so nothing is lost. The pause
 		// keeps a failing store from turning into a loop of resends.

@@ -198,4 +198,8 @@ var (
 	// ErrUnavailable is a store that cannot commit (disk full, I/O error);
 	// the caller should retry later.
 	ErrUnavailable = errors.New("store unavailable")
+	// ErrLeaseLost is a Save refused because the claim ran out while the
+	// attempt ran and another sidecar took the delivery over: its attempt
+	// stands, this one's result is dropped.
+	ErrLeaseLost = errors.New("the claim ran out and another sidecar took the delivery over")
 )

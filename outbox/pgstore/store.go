@@ -136,7 +136,7 @@ type cachedHooks struct {
 
 // errLeaseLost is a Save after another sidecar took the delivery over,
 // because the attempt outlasted the lease.
-var errLeaseLost = errors.New("the claim ran out and another sidecar took the delivery over")
+var errLeaseLost = outbox.ErrLeaseLost
 
 // Open connects to the database at dsn (a postgres:// URL or a
 // key=value string, as pgx reads them, including pool_max_conns, default
