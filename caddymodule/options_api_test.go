@@ -17,6 +17,9 @@ func TestWebhookOptionsAPI(t *testing.T) {
 	h := newAPI(func() *outbox.Outbox { return ob }, zap.NewNop())
 	const base = "/webhooks/apps/app1/webhooks"
 	valid := `"name":"x","url":"https://example.com","events":["job_finished"]`
+	// 50 retries, the last of them 168h: both bounds exactly.
+	fifty := `["` + strings.Repeat(`1s","`, 49) + `168h"]`
+	fiftyOne := `["` + strings.Repeat(`1s","`, 50) + `1s"]`
 	runAPICases(t, h, []apiCase{
 		{"headers not an object", "POST", base, `{` + valid + `,"headers":["X-A"]}`, 400, `"headers: must be an object`},
 		{"header value not a string", "POST", base, `{` + valid + `,"headers":{"X-A":1}}`, 400, `"headers: the value of \"X-A\" must be a string`},
@@ -27,6 +30,8 @@ func TestWebhookOptionsAPI(t *testing.T) {
 		{"filter not bool", "POST", base, `{` + valid + `,"filter":"data.x"}`, 400, `"filter: must be of type bool`},
 		{"retry not a list", "POST", base, `{` + valid + `,"retrySchedule":"1s"}`, 400, `"retrySchedule: must be an array`},
 		{"retry entry not a duration", "POST", base, `{` + valid + `,"retrySchedule":["soon"]}`, 400, `"retrySchedule: \"soon\" is not a duration`},
+		{"retry 51 entries", "POST", base, `{` + valid + `,"retrySchedule":` + fiftyOne + `}`, 400, `"retrySchedule: at most 50 retries, not 51`},
+		{"retry over 168h", "POST", base, `{` + valid + `,"retrySchedule":["1s","168h0m1s"]}`, 400, `"retrySchedule: each wait must be from 0s to 168h0m0s, not 168h0m1s`},
 		{"timeout a number", "POST", base, `{` + valid + `,"timeout":5}`, 400, `"timeout: must be a duration`},
 		{"timeout too long", "POST", base, `{` + valid + `,"timeout":"2h"}`, 400, `"timeout: must be more than 0s and at most 1m0s`},
 		{"maxInFlight a string", "POST", base, `{` + valid + `,"maxInFlight":"2"}`, 400, `"maxInFlight: must be an integer`},
@@ -61,6 +66,8 @@ func TestWebhookOptionsAPI(t *testing.T) {
 		{"bad edit keeps the webhook", "PATCH", one, `{"rateLimit":0,"name":"changed"}`, 400, "rateLimit"},
 		{"unchanged after a bad edit", "GET", one, "", 200, `"name":"opts"`},
 		{"null returns to the default", "PATCH", one, `{"timeout":null,"maxInFlight":null,"rateLimit":null,"retrySchedule":null}`, 200, `"filter":"data.appId == 'app1'","createdAt"`},
+		{"50 retries up to 168h", "PATCH", one, `{"retrySchedule":` + fifty + `}`, 200, strings.Repeat(`"1s",`, 49) + `"168h0m0s"]`},
+		{"51 retries refused on edit", "PATCH", one, `{"retrySchedule":` + fiftyOne + `}`, 400, `"retrySchedule: at most 50`},
 		{"single attempt", "PATCH", one, `{"retrySchedule":[]}`, 200, `"retrySchedule":[]`},
 		{"remove every header", "PATCH", one, `{"headers":null,"filter":null}`, 200, `"retrySchedule":[],"createdAt"`},
 	})

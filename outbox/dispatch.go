@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strconv"
 	"sync"
@@ -527,8 +526,9 @@ func (d *dispatcher) send(w *Webhook, ev *Event, now time.Time, timeout time.Dur
 		return a, res
 	}
 	if eg := d.egress.Load(); eg.proxyFor(req.URL) != nil {
-		// The proxy resolves names; a literal address is still checked.
-		if addr, err := netip.ParseAddr(req.URL.Hostname()); err == nil {
+		// The proxy resolves names; a literal address is still checked,
+		// in every spelling a resolver would read as one, as at create.
+		if addr, ok := hostIP(req.URL.Hostname()); ok {
 			if reason := blockedReason(addr, d.o.options().AllowDestinations); reason != "" {
 				blocked := &BlockedError{Addr: addr.WithZone(""), Reason: reason}
 				a.Error, res.err, res.blocked = blocked.Error(), blocked, true

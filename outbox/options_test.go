@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,6 +57,10 @@ func TestWebhookOptionsValidation(t *testing.T) {
 		{"maxInFlight 0", func(in *outbox.WebhookInput) { in.MaxInFlight = ptr(0) }, "maxInFlight", "1 to 256"},
 		{"maxInFlight 257", func(in *outbox.WebhookInput) { in.MaxInFlight = ptr(257) }, "maxInFlight", "1 to 256"},
 		{"rateLimit 0", func(in *outbox.WebhookInput) { in.RateLimit = ptr(0) }, "rateLimit", "1 to"},
+		{"51 retries", func(in *outbox.WebhookInput) { in.RetrySchedule = ptr(make([]time.Duration, 51)) }, "retrySchedule", "at most 50"},
+		{"retry over 168h", func(in *outbox.WebhookInput) {
+			in.RetrySchedule = &[]time.Duration{time.Second, 168*time.Hour + time.Second}
+		}, "retrySchedule", "168h0m0s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := o.CreateWebhook(ctx, "app1", hookInput("https://example.com/h", tc.edit))
@@ -70,6 +75,25 @@ func TestWebhookOptionsValidation(t *testing.T) {
 	}
 	if hooks, _ := o.ListWebhooks(ctx, "app1"); len(hooks) != 0 {
 		t.Fatalf("refused creates stored %d webhooks", len(hooks))
+	}
+
+	// The bounds themselves are allowed: 50 retries, a wait of exactly 168h.
+	fifty := make([]time.Duration, 50)
+	fifty[49] = 168 * time.Hour
+	w, err := o.CreateWebhook(ctx, "app1", hookInput("https://example.com/h", func(in *outbox.WebhookInput) { in.RetrySchedule = &fifty }))
+	if err != nil {
+		t.Fatalf("50 retries, the last 168h: %v", err)
+	}
+	if len(w.RetrySchedule) != 50 || w.RetrySchedule[49] != 168*time.Hour {
+		t.Fatalf("stored retry schedule has %d waits, the last %v", len(w.RetrySchedule), w.RetrySchedule[len(w.RetrySchedule)-1])
+	}
+	over := append(slices.Clone(fifty), time.Second)
+	var ve *outbox.ValidationError
+	if _, err := o.UpdateWebhook(ctx, "app1", w.ID, outbox.WebhookInput{RetrySchedule: &over}); !errors.As(err, &ve) || ve.Field != "retrySchedule" {
+		t.Fatalf("edit to 51 retries: %v, want a retrySchedule error", err)
+	}
+	if got, _ := o.GetWebhook(ctx, "app1", w.ID); len(got.RetrySchedule) != 50 {
+		t.Fatalf("a refused edit left %d retries, want the 50 as before", len(got.RetrySchedule))
 	}
 }
 

@@ -85,14 +85,51 @@ func suiteEventTraceContext(t *testing.T, s outbox.Store) {
 	if len(jobs) != 2 {
 		t.Fatalf("claimed %d jobs, want 2", len(jobs))
 	}
+	var traced *outbox.Job
 	for _, j := range jobs {
 		want := outbox.Event{}
 		if j.Event.ID == in.Event.ID {
-			want = *in.Event
+			want, traced = *in.Event, j
 		}
 		if j.Event.TraceParent != want.TraceParent || j.Event.TraceState != want.TraceState {
 			t.Errorf("event %s came back with trace %q %q, want %q %q", j.Event.ID,
 				j.Event.TraceParent, j.Event.TraceState, want.TraceParent, want.TraceState)
+		}
+	}
+	if traced == nil {
+		t.Fatal("the traced event's job was not claimed")
+	}
+
+	// Its retry and a later resend are claimed with it too.
+	ctx := context.Background()
+	now := time.Now()
+	traced.Delivery.Attempts = append(traced.Delivery.Attempts, outbox.Attempt{SentAt: now.UTC(), ResponseStatusCode: 500, DurationMs: 1})
+	traced.Delivery.Round = 1
+	traced.Delivery.NextAttemptAt = &now
+	if err := s.Save(ctx, traced); err != nil {
+		t.Fatal(err)
+	}
+	for _, what := range []string{"retry", "resend"} {
+		var again *outbox.Job
+		for _, j := range Claim(t, s, time.Now().Add(time.Second), 10) {
+			if j.Delivery.ID == traced.Delivery.ID {
+				again = j
+			} else {
+				_ = s.Release(ctx, j)
+			}
+		}
+		if again == nil {
+			t.Fatalf("the %s was not claimed", what)
+		}
+		if again.Event.TraceParent != in.Event.TraceParent || again.Event.TraceState != in.Event.TraceState {
+			t.Errorf("the %s came back with trace %q %q, want %q %q", what,
+				again.Event.TraceParent, again.Event.TraceState, in.Event.TraceParent, in.Event.TraceState)
+		}
+		if what == "retry" {
+			Finish(t, s, again, outbox.StatusFailed, 500)
+			if _, err := s.Requeue(ctx, "app1", w.ID, []string{traced.Delivery.ID}, time.Now(), resendable); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 }
