@@ -80,3 +80,23 @@ func TestPostgresSimpleProtocol(t *testing.T) {
 		t.Fatalf("a repeated key: %+v %v", dup.Result, err)
 	}
 }
+
+// Only a pool_max_conns the DSN sets keeps the store's default of 16 from
+// applying; the word elsewhere, as in a password, does not.
+func TestSetsPoolMaxConns(t *testing.T) {
+	for dsn, want := range map[string]bool{
+		"postgres://u:p@db/x":                                  false,
+		"postgres://u:p@db/x?pool_max_conns=3":                 true,
+		"postgresql://u@db/x?sslmode=disable&pool_max_conns=3": true,
+		"postgres://u:pool_max_conns=9@db/x":                   false,
+		"postgres://u@db/x?password=pool_max_conns%3D9":        false,
+		"host=db user=u pool_max_conns=3":                      true,
+		"host=db pool_max_conns = 3":                           true,
+		"pool_max_conns=3 host=db":                             true,
+		"host=db user=u password=xpool_max_conns=3":            false,
+	} {
+		if got := setsPoolMaxConns(dsn); got != want {
+			t.Errorf("setsPoolMaxConns(%q) = %v, want %v", dsn, got, want)
+		}
+	}
+}

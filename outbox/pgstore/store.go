@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -138,6 +140,19 @@ type cachedHooks struct {
 // because the attempt outlasted the lease.
 var errLeaseLost = outbox.ErrLeaseLost
 
+// keywordPoolMaxConns finds pool_max_conns as a key of a key=value DSN.
+var keywordPoolMaxConns = regexp.MustCompile(`(^|\s)pool_max_conns\s*=`)
+
+// setsPoolMaxConns reports whether the DSN itself sets pool_max_conns, as
+// a URL's query parameter or a key=value pair (not merely the word inside
+// some value, such as a password).
+func setsPoolMaxConns(dsn string) bool {
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		return u.Query().Has("pool_max_conns")
+	}
+	return keywordPoolMaxConns.MatchString(dsn)
+}
+
 // Open connects to the database at dsn (a postgres:// URL or a
 // key=value string, as pgx reads them, including pool_max_conns, default
 // 16, and connect_timeout, default 10s), applies the schema migrations
@@ -154,10 +169,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		// for the operating system's TCP timeout (minutes).
 		cfg.ConnConfig.ConnectTimeout = 10 * time.Second
 	}
-	if !strings.Contains(dsn, "pool_max_conns") {
+	if !setsPoolMaxConns(dsn) {
 		// Claims take one connection at a time and saves at most
 		// maxSaveCommits, whatever the number of workers; ingest commits
-		// four batches at once and reads webhooks on a cache miss. pgx's
+		// two batches at once and reads webhooks on a cache miss. pgx's
 		// default (the number of CPUs, at least 4) would make those wait
 		// on each other.
 		cfg.MaxConns = 16
