@@ -412,7 +412,11 @@ func (d *dispatcher) takeSlot(j *Job, log *zap.Logger) bool {
 func (d *dispatcher) finishDelivery(j *Job, s Status, log *zap.Logger) {
 	dl := j.Delivery
 	dl.Status, dl.NextAttemptAt = s, nil
-	d.save(j, log)
+	if !d.save(j, log) {
+		// Not final: the delivery is attempted again, here or by the
+		// sidecar that took it over, and its end is reported there.
+		return
+	}
 	if s == StatusFailed {
 		d.o.options().Observer.DeliveryFailed(dl.Event)
 		last := dl.LastAttempt()
@@ -428,14 +432,16 @@ func (d *dispatcher) finishDelivery(j *Job, s Status, log *zap.Logger) {
 	}
 }
 
-func (d *dispatcher) save(j *Job, log *zap.Logger) {
-	if err := d.o.store.Save(context.Background(), j); err != nil {
+// save records the attempt and reports whether it was recorded.
+func (d *dispatcher) save(j *Job, log *zap.Logger) bool {
+	err := d.o.store.Save(context.Background(), j)
+	if err != nil {
 		if errors.Is(err, ErrLeaseLost) {
 			// Not a store failure: the delivery is another sidecar's now,
 			// so there is nothing to release and no reason to pause.
 			log.Warn("late save refused: the lease ran out and another sidecar took the delivery over; this attempt's result is dropped",
 				zap.Int("attempt", len(j.Delivery.Attempts)))
-			return
+			return false
 		}
 		// The claim ends either way; the delivery keeps its old queue
 		// entry and is attempted again, so nothing is lost. The pause
@@ -444,6 +450,7 @@ func (d *dispatcher) save(j *Job, log *zap.Logger) {
 		time.Sleep(time.Second)
 		_ = d.o.store.Release(context.Background(), j)
 	}
+	return err == nil
 }
 
 var errUnchanged = errors.New("unchanged")

@@ -25,7 +25,8 @@ import (
 // An attempt that outlasts its lease while another sidecar takes the
 // delivery over ends in a refused save: the sidecar logs it as a warning
 // naming the delivery, without the webhook's secret, and the other
-// sidecar's result stands.
+// sidecar's result stands. The late attempt failed its last try, yet it
+// is not reported as a failed delivery: its end is the other sidecar's.
 func TestPostgresLateSaveLogged(t *testing.T) {
 	const secret = "late-save-secret-never-logged"
 	dsn := pgtest.DSN(t)
@@ -43,6 +44,7 @@ func TestPostgresLateSaveLogged(t *testing.T) {
 		io.Copy(io.Discard, r.Body)
 		arrived <- struct{}{}
 		<-release // the attempt outlasts the lease
+		w.WriteHeader(http.StatusInternalServerError)
 	}))
 	t.Cleanup(srv.Close)
 
@@ -50,7 +52,8 @@ func TestPostgresLateSaveLogged(t *testing.T) {
 	o.Start()
 	t.Cleanup(func() { o.Close() })
 	ctx := context.Background()
-	w, err := o.CreateWebhook(ctx, "app1", outbox.WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}, Secret: ptr(secret)})
+	w, err := o.CreateWebhook(ctx, "app1", outbox.WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}, Secret: ptr(secret),
+		RetrySchedule: &[]time.Duration{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,6 +94,9 @@ func TestPostgresLateSaveLogged(t *testing.T) {
 			e.Level, e.Message, e.ContextMap(), len(late), id, w.ID)
 	}
 	for _, e := range logs.All() {
+		if e.Message == "delivery failed" {
+			t.Fatalf("the refused late save was logged as a failed delivery: %v", e.ContextMap())
+		}
 		if line := fmt.Sprint(e.Message, e.ContextMap()); strings.Contains(line, secret) {
 			t.Fatalf("a log line shows the webhook's secret: %s", line)
 		}
