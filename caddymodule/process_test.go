@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 )
 
 // These tests run the real ./caddy binary, as users do.
@@ -70,7 +71,7 @@ func do(t *testing.T, method, url, body string, header ...string) httpResult {
 // the store: Badger locks its directory, so opening it in Provision would
 // fail while a server runs on the same storage.
 func TestValidateBesideRunningServer(t *testing.T) {
-	port := testcaddy.FreePort(t)
+	port := testkit.FreePort(t)
 	p := testcaddy.Start(t, testcaddy.Config{Caddyfile: fmt.Sprintf(`{
 	admin {ADMIN}
 	webhooks {
@@ -100,7 +101,7 @@ func TestExampleRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sidecar, mgmt, recv := testcaddy.FreePort(t), testcaddy.FreePort(t), testcaddy.FreePort(t)
+	sidecar, mgmt, recv := testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t)
 	text := strings.NewReplacer(
 		"admin localhost:2019", "admin {ADMIN}",
 		"storage ./webhooks-data", "storage {DIR}/webhooks-data",
@@ -141,7 +142,7 @@ func TestExampleRuns(t *testing.T) {
 // TestReloadKeepsStore reloads the config: the store stays open and keeps
 // its webhooks, ingest keeps working, and the metrics are still exported.
 func TestReloadKeepsStore(t *testing.T) {
-	port := testcaddy.FreePort(t)
+	port := testkit.FreePort(t)
 	config := func(timeout string) string {
 		return fmt.Sprintf(`{
 	admin {ADMIN}

@@ -19,7 +19,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 )
 
 // eventsWait bounds each wait of the event log's browser tests: generous,
@@ -120,7 +120,7 @@ func TestConsoleEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	adminPort := testcaddy.FreePort(t)
+	adminPort := testkit.FreePort(t)
 	rc := newReceiver(t)
 	s := startSender(t, senderConfig{RetrySchedule: "100ms", Sites: fmt.Sprintf(`
 http://127.0.0.1:%d {

@@ -20,7 +20,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 )
 
 // TestConsole drives the console in a real headless Chromium against a real
@@ -38,7 +38,7 @@ func TestConsole(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	adminPort := testcaddy.FreePort(t)
+	adminPort := testkit.FreePort(t)
 	rc := newReceiver(t)
 	s := startSender(t, senderConfig{RetrySchedule: "100ms", Sites: fmt.Sprintf(`
 http://127.0.0.1:%d {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 )
 
 // TestCrashLoop SIGKILLs the sidecar ten times in a row while concurrent
@@ -30,7 +30,7 @@ func TestCrashLoop(t *testing.T) {
 	rc := newReceiver(t) // outlives every Caddy process
 	cfg := senderConfig{
 		// One port for all processes, so the posters keep one URL.
-		Port:          testcaddy.FreePort(t),
+		Port:          testkit.FreePort(t),
 		RetrySchedule: "100ms 200ms 400ms 800ms 1s 1s 1s 1s 1s 1s",
 	}
 	sd := startSender(t, cfg, "")

@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 )
 
 // The dashboard and alert rules under deploy/ use only metrics and labels
@@ -23,7 +23,7 @@ import (
 // Prometheus's own parser and each selector checked against a scrape.
 func TestDeployExpressionsNameExportedMetrics(t *testing.T) {
 	rc := newReceiver(t)
-	verifyPort := testcaddy.FreePort(t)
+	verifyPort := testkit.FreePort(t)
 	s := startSender(t, senderConfig{
 		Options: opsOption(rc),
 		Sites: fmt.Sprintf(`http://127.0.0.1:%d {

@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 )
 
 // TestFailedReloadKeepsRunningConfig reloads with a config that fails to
@@ -28,7 +28,7 @@ func TestFailedReloadKeepsRunningConfig(t *testing.T) {
 
 	bad := s.cfg
 	bad.NoAllow = true
-	bad.Sites = fmt.Sprintf("http://10.255.255.1:%d {\n\tbind 10.255.255.1\n\trespond \"unreachable\"\n}\n", testcaddy.FreePort(t))
+	bad.Sites = fmt.Sprintf("http://10.255.255.1:%d {\n\tbind 10.255.255.1\n\trespond \"unreachable\"\n}\n", testkit.FreePort(t))
 	for i := range attempts {
 		if err := s.Reload(bad.caddyfile()); err == nil {
 			t.Fatalf("reload with a site bound to 10.255.255.1 succeeded; the test needs a config that fails to start")

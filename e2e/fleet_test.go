@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/pgtest"
 	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 )
 
 // Fleet mode: several sidecars on one PostgreSQL database. Each test gets
@@ -40,7 +41,7 @@ func fleetDSN(t *testing.T) string {
 	dsn := pgtest.DSN(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "Caddyfile")
-	cf := strings.ReplaceAll(fleetCaddyfile(testcaddy.FreePort(t), dsn), "{ADMIN}", "127.0.0.1:0")
+	cf := strings.ReplaceAll(fleetCaddyfile(testkit.FreePort(t), dsn), "{ADMIN}", "127.0.0.1:0")
 	if err := os.WriteFile(path, []byte(cf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +68,7 @@ func startFleet(t *testing.T, dsn string, n int) []*sender {
 
 func startFleetSidecar(t *testing.T, dsn string) *sender {
 	t.Helper()
-	port := testcaddy.FreePort(t)
+	port := testkit.FreePort(t)
 	p := testcaddy.Start(t, testcaddy.Config{
 		Caddyfile: fleetCaddyfile(port, "{env.WEBHOOKS_DSN}"),
 		Env:       []string{"WEBHOOKS_DSN=" + dsn},

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 )
 
@@ -113,7 +114,7 @@ type sender struct {
 func startSender(t *testing.T, cfg senderConfig, dir string) *sender {
 	t.Helper()
 	if cfg.Port == 0 {
-		cfg.Port = testcaddy.FreePort(t)
+		cfg.Port = testkit.FreePort(t)
 	}
 	p := testcaddy.Start(t, testcaddy.Config{Caddyfile: cfg.caddyfile(), Dir: dir, Env: cfg.Env})
 	return &sender{Process: p, cfg: cfg}

@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 )
 
 // TestMetrics scrapes the admin endpoint's /metrics after deliveries, and
@@ -64,7 +64,7 @@ func TestMetrics(t *testing.T) {
 
 	cfg := s.cfg // keeps the site port
 	cfg.RetrySchedule = "200ms 200ms 200ms"
-	cfg.Sites = "http://127.0.0.1:" + fmt.Sprint(testcaddy.FreePort(t)) + " {\n\trespond \"metrics reload\"\n}\n"
+	cfg.Sites = "http://127.0.0.1:" + fmt.Sprint(testkit.FreePort(t)) + " {\n\trespond \"metrics reload\"\n}\n"
 	if err := s.Reload(cfg.caddyfile()); err != nil {
 		t.Fatalf("caddy reload failed: %v", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 	"github.com/caddy-webhooks/caddy-webhooks/signature"
 )
 
@@ -39,7 +40,7 @@ func TestOperationsPostgres(t *testing.T) {
 	rc := newReceiver(t)
 	var fleet []*sender
 	for range 2 {
-		port := testcaddy.FreePort(t)
+		port := testkit.FreePort(t)
 		cfg := senderConfig{Port: port, Storage: "{env.WEBHOOKS_DSN}", Options: opsOption(rc)}
 		p := testcaddy.Start(t, testcaddy.Config{Caddyfile: cfg.caddyfile(), Env: []string{"WEBHOOKS_DSN=" + dsn}})
 		fleet = append(fleet, &sender{Process: p, cfg: cfg})

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 )
 
 // debugSender starts a sidecar that logs at debug level, so a test can
@@ -23,7 +24,7 @@ import (
 func debugSender(t *testing.T, cfg senderConfig, env ...string) *sender {
 	t.Helper()
 	if cfg.Port == 0 {
-		cfg.Port = testcaddy.FreePort(t)
+		cfg.Port = testkit.FreePort(t)
 	}
 	text := strings.Replace(cfg.caddyfile(), "{\n\tadmin {ADMIN}", "{\n\tdebug\n\tadmin {ADMIN}", 1)
 	p := testcaddy.Start(t, testcaddy.Config{Caddyfile: text, Env: env})
@@ -415,7 +416,7 @@ func TestEgressProxyE2E(t *testing.T) {
 // A delivery carries the ingest's trace id with a new parent id and the
 // trace state; behind Caddy's tracing directive, the ingest span's trace.
 func TestTraceContextE2E(t *testing.T) {
-	tracedPort := testcaddy.FreePort(t)
+	tracedPort := testkit.FreePort(t)
 	cfg := senderConfig{Sites: fmt.Sprintf(`
 http://127.0.0.1:%d {
 	handle /events {

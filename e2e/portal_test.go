@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 )
 
 // portalSite is a site that end users reach: webhook_portal under
@@ -39,7 +40,7 @@ type portalSender struct {
 
 func startPortalSender(t *testing.T, options string) *portalSender {
 	t.Helper()
-	port := testcaddy.FreePort(t)
+	port := testkit.FreePort(t)
 	s := startSender(t, senderConfig{Sites: portalSite(port, options)}, "")
 	return &portalSender{sender: s, portalPort: port}
 }
@@ -394,9 +395,9 @@ func TestPortalFleet(t *testing.T) {
 	dsn := fleetDSN(t)
 	var fleet []*portalSender
 	for range 2 {
-		port := testcaddy.FreePort(t)
+		port := testkit.FreePort(t)
 		proc := testcaddy.Start(t, testcaddy.Config{
-			Caddyfile: senderConfig{Port: testcaddy.FreePort(t), Storage: "{env.WEBHOOKS_DSN}", Sites: portalSite(port, "")}.caddyfile(),
+			Caddyfile: senderConfig{Port: testkit.FreePort(t), Storage: "{env.WEBHOOKS_DSN}", Sites: portalSite(port, "")}.caddyfile(),
 			Env:       []string{"WEBHOOKS_DSN=" + dsn},
 		})
 		fleet = append(fleet, &portalSender{sender: &sender{Process: proc}, portalPort: port})

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 )
 
 // TestReloadKeepsPending reloads Caddy with a changed config while
@@ -42,7 +42,7 @@ func TestReloadKeepsPending(t *testing.T) {
 
 	cfg := s.cfg // keeps the site port
 	// A changed config: another retry schedule and one more site.
-	extraPort := testcaddy.FreePort(t)
+	extraPort := testkit.FreePort(t)
 	cfg.RetrySchedule = "500ms 500ms 500ms 500ms 500ms 500ms 500ms 500ms"
 	cfg.Sites = fmt.Sprintf("http://127.0.0.1:%d {\n\trespond \"added by reload\"\n}\n", extraPort)
 	if err := s.Reload(cfg.caddyfile()); err != nil {

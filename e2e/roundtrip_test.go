@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 )
 
 // TestSenderToReceiver delivers through both sides: the sender signs, a
@@ -20,7 +20,7 @@ func TestSenderToReceiver(t *testing.T) {
 		secret = "round-trip-secret"
 	)
 	backend := newReceiver(t)
-	xsigPort, stdPort := testcaddy.FreePort(t), testcaddy.FreePort(t)
+	xsigPort, stdPort := testkit.FreePort(t), testkit.FreePort(t)
 	whsec := "whsec_" + base64.StdEncoding.EncodeToString([]byte(secret))
 	sites := fmt.Sprintf(`
 http://127.0.0.1:%d {

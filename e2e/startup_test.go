@@ -11,12 +11,13 @@ import (
 	"testing"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 )
 
 // TestAdminAPIWithoutApp runs Caddy with no webhooks app: the management
 // API on the admin endpoint answers 404 with a JSON error saying so.
 func TestAdminAPIWithoutApp(t *testing.T) {
-	port := testcaddy.FreePort(t)
+	port := testkit.FreePort(t)
 	p := testcaddy.Start(t, testcaddy.Config{Caddyfile: fmt.Sprintf("{\n\tadmin {ADMIN}\n}\n\nhttp://127.0.0.1:%d {\n\trespond \"no webhooks here\"\n}\n", port)})
 	for _, path := range []string{"/webhooks/apps", "/webhooks/events", "/webhooks/apps/app1/webhooks"} {
 		a := send(t, http.MethodGet, "http://"+p.Admin+path, "", nil)
@@ -28,7 +29,7 @@ func TestAdminAPIWithoutApp(t *testing.T) {
 // global option: the sender runs with every default, its store in Caddy's
 // data directory.
 func TestEventsWithoutGlobalOption(t *testing.T) {
-	port := testcaddy.FreePort(t)
+	port := testkit.FreePort(t)
 	p := testcaddy.Start(t, testcaddy.Config{Caddyfile: fmt.Sprintf("{\n\tadmin {ADMIN}\n}\n\nhttp://127.0.0.1:%d {\n\twebhook_events\n}\n", port)})
 	u := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	status, body := ingest(t, u, []byte(`{"event":"job_finished","data":{"appId":"defaults-app"}}`))

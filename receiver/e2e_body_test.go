@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 )
 
 const slowBodyCaddyfile = `{
@@ -50,7 +51,7 @@ func TestSlowBodies(t *testing.T) {
 	be := &e2eBackend{}
 	backend := httptest.NewServer(be)
 	defer backend.Close()
-	port := testcaddy.FreePort(t)
+	port := testkit.FreePort(t)
 	p := testcaddy.Start(t, testcaddy.Config{
 		Caddyfile: strings.NewReplacer(
 			"{PORT}", strconv.Itoa(port),

@@ -16,6 +16,7 @@ import (
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/pgtest"
 	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 	"github.com/caddy-webhooks/caddy-webhooks/signature"
 )
 
@@ -162,7 +163,7 @@ func TestFleetReplayStorage(t *testing.T) {
 
 	secret := []byte("fleet secret")
 	start := func() (*testcaddy.Process, string, string) {
-		port := testcaddy.FreePort(t)
+		port := testkit.FreePort(t)
 		config := strings.NewReplacer(
 			"{PORT}", strconv.Itoa(port),
 			"{BACKEND}", strings.TrimPrefix(backend.URL, "http://"),

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 	"github.com/caddy-webhooks/caddy-webhooks/signature"
 )
 
@@ -122,7 +123,7 @@ func TestEndToEnd(t *testing.T) {
 	backend := httptest.NewServer(be)
 	defer backend.Close()
 
-	port := testcaddy.FreePort(t)
+	port := testkit.FreePort(t)
 	config := strings.NewReplacer(
 		"{PORT}", strconv.Itoa(port),
 		"{BACKEND}", strings.TrimPrefix(backend.URL, "http://"),
