@@ -76,6 +76,9 @@ func (rc *Recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // URL is the address of a path on the Recorder.
 func (rc *Recorder) URL(path string) string { return rc.srv.URL + path }
 
+// Addr is the Recorder's host:port, for a proxy to forward to.
+func (rc *Recorder) Addr() string { return rc.srv.Listener.Addr().String() }
+
 // SetRespond changes how the Recorder answers from the next request on.
 func (rc *Recorder) SetRespond(f Respond) {
 	rc.mu.Lock()

@@ -22,6 +22,9 @@ func TestFreePort(t *testing.T) {
 // answered by the Respond in force.
 func TestRecorder(t *testing.T) {
 	rc := NewRecorder(t)
+	if rc.URL("/a") != "http://"+rc.Addr()+"/a" {
+		t.Errorf("URL(/a) = %s with Addr %s", rc.URL("/a"), rc.Addr())
+	}
 	if a := Call(t, http.MethodPost, rc.URL("/a"), `{"n":0}`, http.Header{"X-Test": {"first"}}); a.Status != 200 || string(a.Body) != "ok" {
 		t.Fatalf("without a Respond the Recorder answered %d %q, want 200 ok", a.Status, a.Body)
 	}
