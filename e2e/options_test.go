@@ -363,6 +363,9 @@ func TestEgressProxyE2E(t *testing.T) {
 	if strings.Contains(seen, "127.0.0.1") {
 		t.Errorf("a no_proxy destination went through the proxy: %s", seen)
 	}
+	// An endpoint counts a request before the sender reads its answer
+	// and records the attempt.
+	s.settled(t, "app1", viaHTTP.ID, viaTLS.ID, direct.ID)
 	for _, h := range []webhookJSON{viaHTTP, viaTLS, direct} {
 		if ds := s.deliveries(t, "app1", h.ID); len(ds) != 1 || ds[0].Status != "succeeded" {
 			t.Errorf("%s: %+v", h.Name, ds)
