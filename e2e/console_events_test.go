@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -31,25 +29,12 @@ const eventsWait = 60 * time.Second
 // doing, and a screenshot of it.
 func eventsStep(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, eventsWait)
-	defer cancel()
-	if err := chromedp.Do(ctx, actions...); err != nil {
-		if png, shotErr := chromedp.Run(context.WithoutCancel(ctx), chromedp.FullScreenshot(100)); shotErr == nil {
-			path := filepath.Join(artifactDir(t), "console-events-failure.png")
-			if os.WriteFile(path, png, 0o644) == nil {
-				t.Logf("screenshot of the failure: %s", path)
-			}
-		}
-		t.Fatalf("console step %q: %v", what, err)
-	}
+	stepWithin(t, ctx, eventsWait, "console-events-failure.png", what, actions...)
 }
 
 // eventsUntil waits for a JavaScript condition on the page.
 func eventsUntil(condition string) chromedp.Action[chromedp.Void] {
-	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
-		_, err := chromedp.Poll[bool](condition, chromedp.WithPollingTimeout(eventsWait))(ctx, t)
-		return err
-	})
+	return untilWithin(condition, eventsWait)
 }
 
 // setLocalTime sets a datetime-local input to the instant at, in the

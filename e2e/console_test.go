@@ -239,12 +239,19 @@ func watchConsole(ctx context.Context) func() []string {
 // step runs browser actions, failing the test with what the user was doing.
 func step(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, wait.Default)
+	stepWithin(t, ctx, wait.Default, "console-failure.png", what, actions...)
+}
+
+// stepWithin is step bounded by max, saving a screenshot of a failure
+// under shot.
+func stepWithin(t *testing.T, ctx context.Context, max time.Duration, shot, what string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, max)
 	defer cancel()
 	if err := chromedp.Do(ctx, actions...); err != nil {
 		// What the page showed is the best clue.
 		if png, shotErr := chromedp.Run(context.WithoutCancel(ctx), chromedp.FullScreenshot(100)); shotErr == nil {
-			path := filepath.Join(artifactDir(t), "console-failure.png")
+			path := filepath.Join(artifactDir(t), shot)
 			if os.WriteFile(path, png, 0o644) == nil {
 				t.Logf("screenshot of the failure: %s", path)
 			}
@@ -255,8 +262,13 @@ func step(t *testing.T, ctx context.Context, what string, actions ...chromedp.Ac
 
 // until waits for a JavaScript condition on the page.
 func until(condition string) chromedp.Action[chromedp.Void] {
+	return untilWithin(condition, wait.Default)
+}
+
+// untilWithin waits up to max for a JavaScript condition on the page.
+func untilWithin(condition string, max time.Duration) chromedp.Action[chromedp.Void] {
 	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
-		_, err := chromedp.Poll[bool](condition, chromedp.WithPollingTimeout(wait.Default))(ctx, t)
+		_, err := chromedp.Poll[bool](condition, chromedp.WithPollingTimeout(max))(ctx, t)
 		return err
 	})
 }
