@@ -13,7 +13,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
-	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 )
@@ -56,7 +56,7 @@ func TestRemoteAdminListenerDenied(t *testing.T) {
 	remote := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
 	defer remote.Close()
 	_, port, _ := net.SplitHostPort(remote.Listener.Addr().String())
-	local := "localhost:" + strconv.Itoa(testcaddy.FreePort(t))
+	local := "localhost:" + strconv.Itoa(testkit.FreePort(t))
 	const base = "/webhooks/apps/app1/webhooks"
 	hook := func(u string) string { return `{"name":"n","url":"` + u + `","events":["job_created"]}` }
 
@@ -108,7 +108,7 @@ func TestRemoteAdminListenerDefaultAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, h := startAppIn(t, &caddy.AdminConfig{Listen: "localhost:" + strconv.Itoa(testcaddy.FreePort(t)), Remote: &caddy.RemoteAdmin{}})
+	_, h := startAppIn(t, &caddy.AdminConfig{Listen: "localhost:" + strconv.Itoa(testkit.FreePort(t)), Remote: &caddy.RemoteAdmin{}})
 	for _, u := range []string{"http://127.0.0.1:" + port + "/load", "http://[::1]:" + port + "/stop"} {
 		res := call(t, h, "POST", "/webhooks/apps/app1/webhooks", `{"name":"n","url":"`+u+`","events":["job_created"]}`)
 		if res.status != http.StatusBadRequest || !strings.Contains(res.body, "admin endpoint") {

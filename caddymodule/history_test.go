@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"sync"
@@ -13,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox/badgerstore"
@@ -37,18 +37,13 @@ func startOutbox(t *testing.T, opts outbox.Options) *outbox.Outbox {
 // retained" instead of sending anything.
 func TestExpiredEventNotSent(t *testing.T) {
 	release := make(chan struct{})
-	var mu sync.Mutex
-	var got []string
-	endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		got = append(got, r.Header.Get("Webhook-Id"))
-		first := len(got) == 1
-		mu.Unlock()
-		if first {
+	endpoint := testkit.NewRecorder(t)
+	endpoint.SetRespond(func(_ testkit.Request, nth int) (int, string) {
+		if nth == 1 {
 			<-release
 		}
-	}))
-	defer endpoint.Close()
+		return http.StatusOK, "ok"
+	})
 	defer close(release)
 	// One attempt at a time: the second event waits behind the first,
 	// whose endpoint holds it, until its event has expired. With no
@@ -58,16 +53,12 @@ func TestExpiredEventNotSent(t *testing.T) {
 	h := newAPI(func() *outbox.Outbox { return ob }, zap.NewNop())
 	const base = "/webhooks/apps/app1/webhooks"
 	var hook struct{ ID string }
-	call(t, h, "POST", base, `{"name":"one at a time","url":"`+endpoint.URL+`","events":["job_created"]}`).decode(t, &hook)
+	call(t, h, "POST", base, `{"name":"one at a time","url":"`+endpoint.URL("")+`","events":["job_created"]}`).decode(t, &hook)
 	ctx := context.Background()
 	if _, err := ob.Ingest(ctx, []byte(`{"event":"job_created","data":{"appId":"app1","n":1}}`), ""); err != nil {
 		t.Fatal(err)
 	}
-	wait.Until(t, "the first attempt to reach the endpoint", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(got) == 1
-	})
+	endpoint.WaitFor(t, "", 1)
 	second, err := ob.Ingest(ctx, []byte(`{"event":"job_created","data":{"appId":"app1","n":2}}`), "")
 	if err != nil {
 		t.Fatal(err)
@@ -110,10 +101,8 @@ func TestExpiredEventNotSent(t *testing.T) {
 	if d.LastError != "the event is no longer retained" {
 		t.Errorf("the delivery of an expired event failed with %q, want %q", d.LastError, "the event is no longer retained")
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(got) != 1 {
-		t.Errorf("the endpoint got %d requests, want only the first event's", len(got))
+	if n := endpoint.Count(""); n != 1 {
+		t.Errorf("the endpoint got %d requests, want only the first event's", n)
 	}
 }
 

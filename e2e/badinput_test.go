@@ -8,49 +8,36 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-)
 
-// answer is one response: status, Content-Type and body.
-type answer struct {
-	status int
-	ctype  string
-	body   []byte
-}
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
+)
 
 // send makes a request with an explicit Content-Type (none when empty) and
 // body (none when nil).
-func send(t *testing.T, method, u, contentType string, body io.Reader) answer {
+func send(t *testing.T, method, u, contentType string, body io.Reader) testkit.Answer {
 	t.Helper()
-	req, err := http.NewRequest(method, u, body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	header := http.Header{}
 	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
+		header.Set("Content-Type", contentType)
 	}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, u, err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	return answer{resp.StatusCode, resp.Header.Get("Content-Type"), out}
+	return testkit.Call(t, method, u, body, header)
 }
 
 // checkError fails unless a is status with a JSON {"error": ...} whose
 // message mentions every word of mention.
-func checkError(t *testing.T, what string, a answer, status int, mention ...string) {
+func checkError(t *testing.T, what string, a testkit.Answer, status int, mention ...string) {
 	t.Helper()
-	if a.status != status {
-		t.Errorf("%s answered %d %s, want %d", what, a.status, a.body, status)
+	if a.Status != status {
+		t.Errorf("%s answered %d %s, want %d", what, a.Status, a.Body, status)
 		return
 	}
-	if !strings.HasPrefix(a.ctype, "application/json") {
-		t.Errorf("%s answered Content-Type %q, want application/json", what, a.ctype)
+	if ctype := a.Header.Get("Content-Type"); !strings.HasPrefix(ctype, "application/json") {
+		t.Errorf("%s answered Content-Type %q, want application/json", what, ctype)
 	}
 	var e errorJSON
-	if err := jsonUnmarshalStrict(a.body, &e); err != nil || e.Error == "" {
-		t.Errorf("%s answered %q, want a JSON {\"error\": ...}", what, a.body)
+	if err := jsonUnmarshalStrict(a.Body, &e); err != nil || e.Error == "" {
+		t.Errorf("%s answered %q, want a JSON {\"error\": ...}", what, a.Body)
 		return
 	}
 	for _, m := range mention {
@@ -70,11 +57,11 @@ func (h hiddenLength) Read(p []byte) (int, error) { return h.r.Read(p) }
 // ingest handler and the management API: each answers its status with a
 // JSON error naming the problem, and nothing is stored.
 func TestBadInputStoresNothing(t *testing.T) {
-	rc := newReceiver(t)
+	rc := testkit.NewRecorder(t)
 	s := startSender(t, senderConfig{Options: "max_body 4KB"}, "")
 	const app = "bad-input-app"
 	hook := s.createWebhook(t, app, map[string]any{
-		"name": "everything", "url": rc.url("/all"),
+		"name": "everything", "url": rc.URL("/all"),
 		"events": []string{"app_build_created", "app_deployment_created", "job_created", "job_finished"},
 	})
 
@@ -123,9 +110,9 @@ func TestBadInputStoresNothing(t *testing.T) {
 		if a.Deliveries != 1 {
 			t.Errorf("valid ingest answered deliveries=%d, want 1", a.Deliveries)
 		}
-		eventually(t, "the valid event was not delivered", func() bool { return rc.count("/all") >= 1 })
+		wait.Until(t, "the valid event was not delivered", func() bool { return rc.Count("/all") >= 1 })
 		s.settled(t, app, hook.ID)
-		if n := rc.count("/all"); n != 1 {
+		if n := rc.Count("/all"); n != 1 {
 			t.Errorf("receiver got %d requests after rejected ingests and one valid event, want 1", n)
 		}
 		if ds := s.deliveries(t, app, hook.ID); len(ds) != 1 || ds[0].EventID != a.ID {
@@ -137,7 +124,7 @@ func TestBadInputStoresNothing(t *testing.T) {
 		hooksURL := base + "/webhooks/apps/" + app + "/webhooks"
 		before := s.listWebhooks(t, app)
 		valid := func(change map[string]any, drop ...string) map[string]any {
-			in := map[string]any{"name": "n", "url": rc.url("/x"), "events": []string{"job_created"}}
+			in := map[string]any{"name": "n", "url": rc.URL("/x"), "events": []string{"job_created"}}
 			for k, v := range change {
 				in[k] = v
 			}
@@ -229,7 +216,7 @@ func TestBadInputStoresNothing(t *testing.T) {
 // TestSecretNeverShown creates, reads, lists and edits a webhook with a
 // signing secret: no API answer and no log line shows it.
 func TestSecretNeverShown(t *testing.T) {
-	rc := newReceiver(t)
+	rc := testkit.NewRecorder(t)
 	s := startSender(t, senderConfig{Debug: true}, "")
 	const (
 		app     = "secret-app"
@@ -247,7 +234,7 @@ func TestSecretNeverShown(t *testing.T) {
 		return body
 	}
 	created := decode[webhookJSON](t, "create", keep("create", http.MethodPost, s.hooksURL(app),
-		map[string]any{"name": "signed", "url": rc.url("/signed"), "events": []string{"job_created"}, "secret": secret1}))
+		map[string]any{"name": "signed", "url": rc.URL("/signed"), "events": []string{"job_created"}, "secret": secret1}))
 	if !created.HasSecret {
 		t.Errorf("created webhook shows hasSecret=false, want true")
 	}
@@ -260,7 +247,7 @@ func TestSecretNeverShown(t *testing.T) {
 		t.Errorf("webhook after a secret change shows hasSecret=false, want true")
 	}
 	// An invalid request carrying the secret must not echo it either.
-	status, body := call(t, http.MethodPost, s.hooksURL(app), map[string]any{"name": "", "url": rc.url("/x"), "events": []string{"job_created"}, "secret": secret1})
+	status, body := call(t, http.MethodPost, s.hooksURL(app), map[string]any{"name": "", "url": rc.URL("/x"), "events": []string{"job_created"}, "secret": secret1})
 	answers = append(answers, "invalid create: "+string(body))
 	if status != http.StatusBadRequest {
 		t.Errorf("create with an empty name answered %d, want 400", status)
@@ -273,7 +260,7 @@ func TestSecretNeverShown(t *testing.T) {
 
 	s.mustIngest(t, []byte(`{"event":"job_created","data":{"appId":"secret-app"}}`))
 	var ds []deliveryJSON
-	eventually(t, "the signed event was not delivered", func() bool {
+	wait.Until(t, "the signed event was not delivered", func() bool {
 		ds = s.deliveries(t, app, created.ID)
 		return len(ds) == 1 && ds[0].Status == "succeeded"
 	})
@@ -289,7 +276,7 @@ func TestSecretNeverShown(t *testing.T) {
 		}
 	}
 	// The delivery was signed with the new secret.
-	if got := rc.requests("/signed"); len(got) != 1 || !verifyXSignature(secret2, got[0].Body, got[0].Header.Get("X-Signature")) {
+	if got := rc.Requests("/signed"); len(got) != 1 || !verifyXSignature(secret2, got[0].Body, got[0].Header.Get("X-Signature")) {
 		t.Errorf("delivery after the secret change is not signed with the new secret")
 	}
 	logs := s.Logs()

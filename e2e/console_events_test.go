@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -19,7 +17,8 @@ import (
 	"github.com/chromedp/chromedp"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 )
 
 // eventsWait bounds each wait of the event log's browser tests: generous,
@@ -30,25 +29,12 @@ const eventsWait = 60 * time.Second
 // doing, and a screenshot of it.
 func eventsStep(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, eventsWait)
-	defer cancel()
-	if err := chromedp.Do(ctx, actions...); err != nil {
-		if png, shotErr := chromedp.Run(context.WithoutCancel(ctx), chromedp.FullScreenshot(100)); shotErr == nil {
-			path := filepath.Join(artifactDir(t), "console-events-failure.png")
-			if os.WriteFile(path, png, 0o644) == nil {
-				t.Logf("screenshot of the failure: %s", path)
-			}
-		}
-		t.Fatalf("console step %q: %v", what, err)
-	}
+	stepWithin(t, ctx, eventsWait, "console-events-failure.png", what, actions...)
 }
 
 // eventsUntil waits for a JavaScript condition on the page.
 func eventsUntil(condition string) chromedp.Action[chromedp.Void] {
-	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
-		_, err := chromedp.Poll[bool](condition, chromedp.WithPollingTimeout(eventsWait))(ctx, t)
-		return err
-	})
+	return untilWithin(condition, eventsWait)
 }
 
 // setLocalTime sets a datetime-local input to the instant at, in the
@@ -120,8 +106,8 @@ func TestConsoleEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	adminPort := testcaddy.FreePort(t)
-	rc := newReceiver(t)
+	adminPort := testkit.FreePort(t)
+	rc := testkit.NewRecorder(t)
 	s := startSender(t, senderConfig{RetrySchedule: "100ms", Sites: fmt.Sprintf(`
 http://127.0.0.1:%d {
 	basic_auth {
@@ -135,8 +121,8 @@ http://127.0.0.1:%d {
 `, adminPort, user, hash)}, "")
 	site := fmt.Sprintf("http://127.0.0.1:%d", adminPort)
 
-	ci := s.createWebhook(t, appID, map[string]any{"name": hostileName, "url": rc.url("/ci"), "events": []string{"job_finished", "job_created"}})
-	paused := s.createWebhook(t, appID, map[string]any{"name": "Paused", "url": rc.url("/paused"), "events": []string{"job_created"}, "enabled": false})
+	ci := s.createWebhook(t, appID, map[string]any{"name": hostileName, "url": rc.URL("/ci"), "events": []string{"job_finished", "job_created"}})
+	paused := s.createWebhook(t, appID, map[string]any{"name": "Paused", "url": rc.URL("/paused"), "events": []string{"job_created"}, "enabled": false})
 
 	// The oldest event, the one a filter will search for.
 	rareBody := fmt.Appendf(nil, `{"event":"job_created","data":{"appId":%q,"rare":true,"title":%q}}`, appID, hostileTitle)
@@ -337,7 +323,7 @@ http://127.0.0.1:%d {
 	}
 
 	// Replay to a webhook created after the events, from a second on.
-	fresh := s.createWebhook(t, appID, map[string]any{"name": "Late", "url": rc.url("/late"), "events": []string{"job_finished"}})
+	fresh := s.createWebhook(t, appID, map[string]any{"name": "Late", "url": rc.URL("/late"), "events": []string{"job_finished"}})
 	eventsStep(t, ctx, "open the new webhook", goHash("#/apps/"+appID+"/webhooks/"+fresh.ID),
 		chromedp.WaitVisible(chromedp.CSS("#rp-submit")))
 	eventsStep(t, ctx, "replay a window that ends before it starts", setLocalTime("#rp-since", replaySince),
@@ -364,7 +350,7 @@ http://127.0.0.1:%d {
 	}
 	eventsStep(t, ctx, "replay again", chromedp.Evaluate[chromedp.Void](`delete document.querySelector('#rp-result').dataset.replayed`),
 		chromedp.Click(chromedp.CSS("#rp-submit")), eventsUntil(`document.querySelector('#rp-result').dataset.replayed === '0'`))
-	if n := rc.count("/late"); n != 2 {
+	if n := rc.Count("/late"); n != 2 {
 		t.Errorf("the new webhook's endpoint got %d requests, want the 2 replayed", n)
 	}
 
@@ -398,7 +384,7 @@ http://127.0.0.1:%d {
 	if msg := value(t, ctx, chromedp.Text(chromedp.CSS("#r-result"))); msg != "4 skipped deliveries queued again." {
 		t.Errorf("after recovering skipped deliveries the page says %q", msg)
 	}
-	if n := rc.count("/paused"); n != 4 {
+	if n := rc.Count("/paused"); n != 4 {
 		t.Errorf("the paused webhook's endpoint got %d requests after the recovery, want 4", n)
 	}
 	screenshot(t, ctx, "console-replay-recover-1280.png")
@@ -423,8 +409,8 @@ func TestPortalEvents(t *testing.T) {
 	}
 	const appID = "acme-customer-7"
 	p := startPortalSender(t, "")
-	rc := newReceiver(t)
-	hook := p.createWebhook(t, appID, map[string]any{"name": "Builds", "url": rc.url("/builds"), "events": []string{"app_build_created"}})
+	rc := testkit.NewRecorder(t)
+	hook := p.createWebhook(t, appID, map[string]any{"name": "Builds", "url": rc.URL("/builds"), "events": []string{"app_build_created"}})
 	build := p.mustIngest(t, fmt.Appendf(nil, `{"event":"app_build_created","data":{"appId":%q,"id":"b1"}}`, appID))
 	job := p.mustIngest(t, fmt.Appendf(nil, `{"event":"job_finished","data":{"appId":%q,"id":"j1"}}`, appID))
 	// Another app's event, which the portal must not show.
@@ -447,13 +433,13 @@ func TestPortalEvents(t *testing.T) {
 	eventsStep(t, ctx, "open its delivery", chromedp.Click(chromedp.CSS(`#event-deliveries tr[data-webhook="`+hook.ID+`"] a`)),
 		chromedp.WaitVisible(chromedp.CSS(`#delivery-status[data-delivery-status="succeeded"]`)))
 
-	late := p.createWebhook(t, appID, map[string]any{"name": "Jobs", "url": rc.url("/jobs"), "events": []string{"job_finished"}})
+	late := p.createWebhook(t, appID, map[string]any{"name": "Jobs", "url": rc.URL("/jobs"), "events": []string{"job_finished"}})
 	eventsStep(t, ctx, "open the new webhook", goHash("#/apps/"+appID+"/webhooks/"+late.ID),
 		chromedp.WaitVisible(chromedp.CSS("#rp-submit")))
 	eventsStep(t, ctx, "replay", chromedp.Click(chromedp.CSS("#rp-submit")),
 		eventsUntil(`document.querySelector('#rp-result').dataset.replayed === '1'`))
-	eventually(t, "the replayed event at the new webhook's endpoint", func() bool { return rc.count("/jobs") == 1 })
-	if got := rc.requests("/jobs"); got[0].Header.Get("webhook-id") != job.ID {
+	wait.Until(t, "the replayed event at the new webhook's endpoint", func() bool { return rc.Count("/jobs") == 1 })
+	if got := rc.Requests("/jobs"); got[0].Header.Get("webhook-id") != job.ID {
 		t.Errorf("the replay sent webhook-id %q, want the event's id %s", got[0].Header.Get("webhook-id"), job.ID)
 	}
 	if e := errs(); len(e) > 0 {

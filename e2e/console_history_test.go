@@ -10,6 +10,9 @@ import (
 	"testing"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 )
 
 // TestConsoleHistory drives a webhook's page in a real headless Chromium:
@@ -26,17 +29,17 @@ func TestConsoleHistory(t *testing.T) {
 		succeeded = 22 // more than a page
 		failed    = 3
 	)
-	rc := newReceiver(t)
+	rc := testkit.NewRecorder(t)
 	var down atomic.Bool
 	down.Store(true)
-	rc.setRespond(func(r received, _ int) (int, string) {
+	rc.SetRespond(func(r testkit.Request, _ int) (int, string) {
 		if down.Load() && bytes.Contains(r.Body, []byte(`"fail":true`)) {
 			return http.StatusInternalServerError, "down"
 		}
 		return http.StatusOK, "ok"
 	})
 	s := startSender(t, senderConfig{RetrySchedule: "100ms"}, "")
-	hook := s.createWebhook(t, app, map[string]any{"name": "history", "url": rc.url("/hook"), "events": []string{"job_created", "job_finished"}})
+	hook := s.createWebhook(t, app, map[string]any{"name": "history", "url": rc.URL("/hook"), "events": []string{"job_created", "job_finished"}})
 	for i := range succeeded {
 		s.mustIngest(t, fmt.Appendf(nil, `{"event":"job_created","data":{"appId":%q,"n":%d}}`, app, i))
 	}
@@ -94,12 +97,12 @@ func TestConsoleHistory(t *testing.T) {
 	if !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(secret) {
 		t.Fatalf("the generator filled %q, want 32 random bytes in hex", secret)
 	}
-	before := rc.count("/hook")
+	before := rc.Count("/hook")
 	step(t, ctx, "save and send a test event", chromedp.Click(chromedp.CSS("form button.primary")),
 		chromedp.WaitVisible(chromedp.CSS("#send-test")), chromedp.Click(chromedp.CSS("#send-test")))
-	eventually(t, "the test event after saving the generated secret was not delivered", func() bool { return rc.count("/hook") > before })
-	got := rc.requests("/hook")[before]
-	if got.Header.Get("X-Signature") != sign(secret, got.Body) {
+	wait.Until(t, "the test event after saving the generated secret was not delivered", func() bool { return rc.Count("/hook") > before })
+	got := rc.Requests("/hook")[before]
+	if got.Header.Get("X-Signature") != testkit.HexHMAC(secret, got.Body) {
 		t.Errorf("the test event is not signed with the generated secret")
 	}
 	if e := errs(); len(e) > 0 {

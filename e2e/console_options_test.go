@@ -7,6 +7,9 @@ import (
 	"testing"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 )
 
 // The console's webhook form edits the per-webhook options: a sensitive
@@ -20,8 +23,8 @@ func TestConsoleWebhookOptions(t *testing.T) {
 	}
 	const app, key = "console-opts", "key-55aa66bb77"
 	s := startSender(t, senderConfig{}, "")
-	rc := newReceiver(t)
-	hook := s.createWebhook(t, app, map[string]any{"name": "opts", "url": rc.url("/o"), "events": []string{"job_finished"},
+	rc := testkit.NewRecorder(t)
+	hook := s.createWebhook(t, app, map[string]any{"name": "opts", "url": rc.URL("/o"), "events": []string{"job_finished"},
 		"headers": map[string]any{"X-Api-Key": key, "X-Team": "ops"}})
 	ctx := newBrowser(t, browser)
 	pageErrors := watchConsole(ctx)
@@ -65,8 +68,8 @@ func TestConsoleWebhookOptions(t *testing.T) {
 	}
 	// The kept key still goes out.
 	s.mustIngest(t, job(app, `,"amount":500`))
-	eventually(t, "the delivery", func() bool { return rc.count("/o") == 1 })
-	if got := rc.requests("/o")[0].Header.Get("X-Api-Key"); got != key {
+	wait.Until(t, "the delivery", func() bool { return rc.Count("/o") == 1 })
+	if got := rc.Requests("/o")[0].Header.Get("X-Api-Key"); got != key {
 		t.Errorf("after the console's save X-Api-Key arrived as %q", got)
 	}
 

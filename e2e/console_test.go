@@ -2,10 +2,7 @@ package e2e
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"os"
@@ -20,7 +17,8 @@ import (
 	"github.com/chromedp/chromedp"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 )
 
 // TestConsole drives the console in a real headless Chromium against a real
@@ -38,8 +36,8 @@ func TestConsole(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	adminPort := testcaddy.FreePort(t)
-	rc := newReceiver(t)
+	adminPort := testkit.FreePort(t)
+	rc := testkit.NewRecorder(t)
 	s := startSender(t, senderConfig{RetrySchedule: "100ms", Sites: fmt.Sprintf(`
 http://127.0.0.1:%d {
 	basic_auth {
@@ -98,29 +96,29 @@ http://127.0.0.1:%d {
 	}
 	screenshot(t, ctx, "console-form-error.png")
 
-	step(t, ctx, "save", chromedp.SetValue(chromedp.CSS("#f-url"), rc.url("/hook")),
+	step(t, ctx, "save", chromedp.SetValue(chromedp.CSS("#f-url"), rc.URL("/hook")),
 		chromedp.Click(chromedp.CSS("form button.primary")), chromedp.WaitVisible(chromedp.CSS("#send-test")))
 	hooks := s.listWebhooks(t, appID)
-	if len(hooks) != 1 || hooks[0].URL != rc.url("/hook") || !hooks[0].HasSecret || len(hooks[0].Events) != 2 {
+	if len(hooks) != 1 || hooks[0].URL != rc.URL("/hook") || !hooks[0].HasSecret || len(hooks[0].Events) != 2 {
 		t.Fatalf("after creating from the console the app has %+v, want one webhook to the receiver with a secret and 2 events", hooks)
 	}
 	hook := hooks[0]
 
 	step(t, ctx, "send a test event", chromedp.Click(chromedp.CSS("#send-test")),
 		chromedp.WaitVisible(chromedp.CSS(`#history tr[data-status="succeeded"]`)))
-	if got := rc.requests("/hook"); len(got) != 1 || got[0].Header.Get("X-Signature") != sign(secret, got[0].Body) {
+	if got := rc.Requests("/hook"); len(got) != 1 || got[0].Header.Get("X-Signature") != testkit.HexHMAC(secret, got[0].Body) {
 		t.Fatalf("the receiver got %d requests after the test event, want 1 signed with the secret", len(got))
 	}
 
 	// A failing receiver: the event fails after its retry.
-	rc.setRespond(always(http.StatusInternalServerError))
+	rc.SetRespond(testkit.Always(http.StatusInternalServerError))
 	event := fmt.Appendf(nil, `{"event":"job_finished","data":{"appId":%q,"id":"16555c02-a320-4bec-a14a-52754d783970","status":"canceled"}}`, appID)
 	s.mustIngest(t, event)
 	step(t, ctx, "see the delivery fail", chromedp.Click(chromedp.CSS("#h-refresh")),
 		chromedp.WaitVisible(chromedp.CSS(`#history tr[data-status="failed"]`)))
 
 	// Fixed: open the failed delivery and resend it.
-	rc.setRespond(nil)
+	rc.SetRespond(nil)
 	step(t, ctx, "open the failed delivery", chromedp.Click(chromedp.CSS(`#history tr[data-status="failed"] a`)),
 		chromedp.WaitVisible(chromedp.CSS(`#delivery-status[data-delivery-status="failed"]`)))
 	if body := value(t, ctx, chromedp.TextContent(chromedp.CSS("#request-body"))); body != string(event) {
@@ -241,12 +239,19 @@ func watchConsole(ctx context.Context) func() []string {
 // step runs browser actions, failing the test with what the user was doing.
 func step(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, waitMax)
+	stepWithin(t, ctx, wait.Default, "console-failure.png", what, actions...)
+}
+
+// stepWithin is step bounded by max, saving a screenshot of a failure
+// under shot.
+func stepWithin(t *testing.T, ctx context.Context, max time.Duration, shot, what string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, max)
 	defer cancel()
 	if err := chromedp.Do(ctx, actions...); err != nil {
 		// What the page showed is the best clue.
 		if png, shotErr := chromedp.Run(context.WithoutCancel(ctx), chromedp.FullScreenshot(100)); shotErr == nil {
-			path := filepath.Join(artifactDir(t), "console-failure.png")
+			path := filepath.Join(artifactDir(t), shot)
 			if os.WriteFile(path, png, 0o644) == nil {
 				t.Logf("screenshot of the failure: %s", path)
 			}
@@ -257,8 +262,13 @@ func step(t *testing.T, ctx context.Context, what string, actions ...chromedp.Ac
 
 // until waits for a JavaScript condition on the page.
 func until(condition string) chromedp.Action[chromedp.Void] {
+	return untilWithin(condition, wait.Default)
+}
+
+// untilWithin waits up to max for a JavaScript condition on the page.
+func untilWithin(condition string, max time.Duration) chromedp.Action[chromedp.Void] {
 	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
-		_, err := chromedp.Poll[bool](condition, chromedp.WithPollingTimeout(waitMax))(ctx, t)
+		_, err := chromedp.Poll[bool](condition, chromedp.WithPollingTimeout(max))(ctx, t)
 		return err
 	})
 }
@@ -266,7 +276,7 @@ func until(condition string) chromedp.Action[chromedp.Void] {
 // value runs one browser action that reads something.
 func value[T any](t *testing.T, ctx context.Context, action chromedp.Action[T]) T {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, waitMax)
+	ctx, cancel := context.WithTimeout(ctx, wait.Default)
 	defer cancel()
 	v, err := chromedp.Run(ctx, action)
 	if err != nil {
@@ -302,11 +312,4 @@ func artifactDir(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return dir
-}
-
-// sign is the X-Signature of body: hex HMAC-SHA256 keyed by the secret.
-func sign(secret string, body []byte) string {
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write(body)
-	return hex.EncodeToString(m.Sum(nil))
 }

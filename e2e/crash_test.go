@@ -8,6 +8,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 )
 
 // TestCrashLosesNothing SIGKILLs Caddy while events pour in and restarts it
@@ -19,10 +22,10 @@ func TestCrashLosesNothing(t *testing.T) {
 		killAfter = 500 // 202s
 		app       = "crash-app"
 	)
-	rc := newReceiver(t) // outlives both Caddy processes
+	rc := testkit.NewRecorder(t) // outlives both Caddy processes
 	cfg := senderConfig{RetrySchedule: "100ms 200ms 400ms 800ms 1s 1s 1s 1s"}
 	first := startSender(t, cfg, "")
-	hook := first.createWebhook(t, app, map[string]any{"name": "sink", "url": rc.url("/sink"), "events": []string{"job_created"}})
+	hook := first.createWebhook(t, app, map[string]any{"name": "sink", "url": rc.URL("/sink"), "events": []string{"job_created"}})
 
 	var (
 		mu       sync.Mutex
@@ -78,7 +81,7 @@ func TestCrashLosesNothing(t *testing.T) {
 
 	missing := func() []string {
 		seen := map[string]bool{}
-		for _, r := range rc.requests("/sink") {
+		for _, r := range rc.Requests("/sink") {
 			seen[r.Header.Get("webhook-id")] = true
 		}
 		var out []string
@@ -106,7 +109,7 @@ func TestCrashLosesNothing(t *testing.T) {
 	// Every delivery carries the body of the request that got its id.
 	byID := map[string]int{}
 	stray := 0
-	for _, r := range rc.requests("/sink") {
+	for _, r := range rc.Requests("/sink") {
 		id := r.Header.Get("webhook-id")
 		byID[id]++
 		var ev struct {
@@ -138,7 +141,7 @@ func TestCrashLosesNothing(t *testing.T) {
 	// The restarted sender's history agrees: one delivery per committed
 	// event, all of them succeeded.
 	var hist []deliveryJSON
-	eventually(t, "deliveries were still pending after all events reached the receiver", func() bool {
+	wait.Until(t, "deliveries were still pending after all events reached the receiver", func() bool {
 		hist = second.allDeliveries(t, app, hook.ID)
 		for _, d := range hist {
 			if d.Status != "succeeded" {

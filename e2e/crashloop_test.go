@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 )
 
 // TestCrashLoop SIGKILLs the sidecar ten times in a row while concurrent
@@ -27,15 +28,15 @@ func TestCrashLoop(t *testing.T) {
 		posters  = 16
 		app      = "crashloop-app"
 	)
-	rc := newReceiver(t) // outlives every Caddy process
+	rc := testkit.NewRecorder(t) // outlives every Caddy process
 	cfg := senderConfig{
 		// One port for all processes, so the posters keep one URL.
-		Port:          testcaddy.FreePort(t),
+		Port:          testkit.FreePort(t),
 		RetrySchedule: "100ms 200ms 400ms 800ms 1s 1s 1s 1s 1s 1s",
 	}
 	sd := startSender(t, cfg, "")
 	dir, ingestURL := sd.Dir, sd.ingestURL()
-	hook := sd.createWebhook(t, app, map[string]any{"name": "sink", "url": rc.url("/sink"), "events": []string{"job_created"}})
+	hook := sd.createWebhook(t, app, map[string]any{"name": "sink", "url": rc.URL("/sink"), "events": []string{"job_created"}})
 
 	var (
 		mu       sync.Mutex
@@ -84,7 +85,7 @@ func TestCrashLoop(t *testing.T) {
 	// waitAccepted waits for n answers of 202 in all, under load.
 	waitAccepted := func(n int64, round int) {
 		t.Helper()
-		eventuallyWithin(t, 60*time.Second, fmt.Sprintf("round %d: only %d of %d events answered 202", round, ok202.Load(), n), func() bool {
+		wait.Within(t, 60*time.Second, fmt.Sprintf("round %d: only %d of %d events answered 202", round, ok202.Load(), n), func() bool {
 			return ok202.Load() >= n
 		})
 	}
@@ -102,7 +103,7 @@ func TestCrashLoop(t *testing.T) {
 	// Every 202 reached the endpoint.
 	seen := func() map[string]int {
 		n := map[string]int{}
-		for _, r := range rc.requests("/sink") {
+		for _, r := range rc.Requests("/sink") {
 			n[r.Header.Get("webhook-id")]++
 		}
 		return n
@@ -128,7 +129,7 @@ func TestCrashLoop(t *testing.T) {
 	// Nothing is left pending, and the history has one delivery per event
 	// the endpoint got (events whose 202 a kill cut off included).
 	var hist []deliveryJSON
-	eventuallyWithin(t, 90*time.Second, "deliveries were still pending after every event reached the endpoint", func() bool {
+	wait.Within(t, 90*time.Second, "deliveries were still pending after every event reached the endpoint", func() bool {
 		hist = sd.allDeliveries(t, app, hook.ID)
 		for _, d := range hist {
 			if d.Status != "succeeded" {
@@ -143,7 +144,7 @@ func TestCrashLoop(t *testing.T) {
 	}
 
 	// Each request carried the body posted for its id.
-	for _, r := range rc.requests("/sink") {
+	for _, r := range rc.Requests("/sink") {
 		id := r.Header.Get("webhook-id")
 		var ev struct {
 			Data struct {

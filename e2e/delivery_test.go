@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/fixture"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 )
 
 // capawesomeJobFinished is the example job_finished payload of the
@@ -28,9 +29,7 @@ const capawesomeAppID = "70922e93-0944-48cc-a560-61135ab291ad"
 // timing-safe compare (which, like Node's timingSafeEqual, fails on a
 // length mismatch).
 func verifyXSignature(secret string, rawBody []byte, header string) bool {
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write(rawBody)
-	digest := []byte(hex.EncodeToString(mac.Sum(nil)))
+	digest := []byte(testkit.HexHMAC(secret, rawBody))
 	sig := []byte(header)
 	return len(digest) == len(sig) && subtle.ConstantTimeCompare(digest, sig) == 1
 }
@@ -68,15 +67,15 @@ func verifyStandardWebhooks(whsec, id, timestamp string, body []byte, header str
 }
 
 func TestSignedDeliveryAndHistory(t *testing.T) {
-	rc := newReceiver(t)
-	rc.setRespond(func(received, int) (int, string) { return http.StatusOK, `{"received":true}` })
+	rc := testkit.NewRecorder(t)
+	rc.SetRespond(func(testkit.Request, int) (int, string) { return http.StatusOK, `{"received":true}` })
 	s := startSender(t, senderConfig{}, "")
 
 	// A secret with non-ASCII characters: it is keyed by its UTF-8 bytes.
 	const secret = "capawesome-signing-secret-Ünïcode-✓"
 	hook := s.createWebhook(t, capawesomeAppID, map[string]any{
 		"name":   "CI pipeline",
-		"url":    rc.url("/capawesome"),
+		"url":    rc.URL("/capawesome"),
 		"events": []string{"job_finished"},
 		"secret": secret,
 	})
@@ -90,8 +89,8 @@ func TestSignedDeliveryAndHistory(t *testing.T) {
 		t.Fatalf("ingest answered deliveries=%d, want 1 (one subscribed webhook)", ans.Deliveries)
 	}
 
-	eventually(t, "the receiver got no delivery of the job_finished event", func() bool { return rc.count("") > 0 })
-	got := rc.requests("")[0]
+	wait.Until(t, "the receiver got no delivery of the job_finished event", func() bool { return rc.Count("") > 0 })
+	got := rc.Requests("")[0]
 	if !bytes.Equal(got.Body, []byte(capawesomeJobFinished)) {
 		t.Errorf("receiver got body\n%s\nwant the posted bytes exactly\n%s", got.Body, capawesomeJobFinished)
 	}
@@ -113,7 +112,7 @@ func TestSignedDeliveryAndHistory(t *testing.T) {
 	// The history shows event, request body, response status and body, and
 	// when it was sent.
 	var d deliveryJSON
-	eventually(t, "the delivery history never showed the delivery as succeeded", func() bool {
+	wait.Until(t, "the delivery history never showed the delivery as succeeded", func() bool {
 		ds := s.deliveries(t, capawesomeAppID, hook.ID)
 		if len(ds) == 1 && ds[0].Status == "succeeded" {
 			d = ds[0]
@@ -144,8 +143,8 @@ func TestSignedDeliveryAndHistory(t *testing.T) {
 }
 
 func TestRetriesThenSuccess(t *testing.T) {
-	rc := newReceiver(t)
-	rc.setRespond(func(_ received, nth int) (int, string) {
+	rc := testkit.NewRecorder(t)
+	rc.SetRespond(func(_ testkit.Request, nth int) (int, string) {
 		if nth <= 2 {
 			return http.StatusInternalServerError, "boom " + strconv.Itoa(nth)
 		}
@@ -153,11 +152,11 @@ func TestRetriesThenSuccess(t *testing.T) {
 	})
 	s := startSender(t, senderConfig{RetrySchedule: "100ms 100ms"}, "")
 	const app = "retry-app"
-	hook := s.createWebhook(t, app, map[string]any{"name": "flaky", "url": rc.url("/flaky"), "events": []string{"job_created"}})
+	hook := s.createWebhook(t, app, map[string]any{"name": "flaky", "url": rc.URL("/flaky"), "events": []string{"job_created"}})
 
 	ans := s.mustIngest(t, []byte(`{"event":"job_created","data":{"appId":"retry-app","id":"j1"}}`))
 	var d deliveryJSON
-	eventually(t, "the delivery to an endpoint answering 500, 500, 200 never showed succeeded", func() bool {
+	wait.Until(t, "the delivery to an endpoint answering 500, 500, 200 never showed succeeded", func() bool {
 		ds := s.deliveries(t, app, hook.ID)
 		if len(ds) == 1 && ds[0].Status == "succeeded" {
 			d = ds[0]
@@ -179,7 +178,7 @@ func TestRetriesThenSuccess(t *testing.T) {
 	if len(one.AttemptLog) == 3 && one.AttemptLog[0].ResponseBody != "boom 1" {
 		t.Errorf("first attempt's responseBody = %q, want %q", one.AttemptLog[0].ResponseBody, "boom 1")
 	}
-	reqs := rc.requests("/flaky")
+	reqs := rc.Requests("/flaky")
 	if len(reqs) != 3 {
 		t.Errorf("receiver got %d requests, want 3", len(reqs))
 	}
@@ -191,15 +190,15 @@ func TestRetriesThenSuccess(t *testing.T) {
 }
 
 func TestFailedThenResend(t *testing.T) {
-	rc := newReceiver(t)
-	rc.setRespond(always(http.StatusInternalServerError))
+	rc := testkit.NewRecorder(t)
+	rc.SetRespond(testkit.Always(http.StatusInternalServerError))
 	s := startSender(t, senderConfig{RetrySchedule: "100ms 100ms"}, "")
 	const app = "resend-app"
-	hook := s.createWebhook(t, app, map[string]any{"name": "down", "url": rc.url("/down"), "events": []string{"job_finished"}})
+	hook := s.createWebhook(t, app, map[string]any{"name": "down", "url": rc.URL("/down"), "events": []string{"job_finished"}})
 
 	ans := s.mustIngest(t, []byte(`{"event":"job_finished","data":{"appId":"resend-app","id":"j2"}}`))
 	var d deliveryJSON
-	eventually(t, "a delivery to an endpoint always answering 500 never showed failed", func() bool {
+	wait.Until(t, "a delivery to an endpoint always answering 500 never showed failed", func() bool {
 		ds := s.deliveries(t, app, hook.ID)
 		if len(ds) == 1 && ds[0].Status == "failed" {
 			d = ds[0]
@@ -211,23 +210,23 @@ func TestFailedThenResend(t *testing.T) {
 		t.Errorf("failed delivery shows %d attempts, want 3 (retry_schedule 100ms 100ms)", d.Attempts)
 	}
 	// A failed delivery is final: no fourth attempt can follow.
-	if n := rc.count("/down"); n != 3 {
+	if n := rc.Count("/down"); n != 3 {
 		t.Errorf("receiver got %d requests for a failed delivery, want 3", n)
 	}
 
-	rc.setRespond(always(http.StatusOK))
+	rc.SetRespond(testkit.Always(http.StatusOK))
 	status, body := call(t, http.MethodPost, s.hooksURL(app)+"/"+hook.ID+"/deliveries/"+d.ID+"/resend", nil)
 	if status != http.StatusAccepted {
 		t.Fatalf("resend answered %d %s, want 202", status, body)
 	}
-	eventually(t, "the resent delivery never showed succeeded", func() bool {
+	wait.Until(t, "the resent delivery never showed succeeded", func() bool {
 		return s.delivery(t, app, hook.ID, d.ID).Status == "succeeded"
 	})
 	one := s.delivery(t, app, hook.ID, d.ID)
 	if len(one.AttemptLog) != 4 || one.AttemptLog[3].ResponseStatusCode != http.StatusOK {
 		t.Errorf("after resend the attemptLog is %+v, want 4 attempts, the last answered 200", one.AttemptLog)
 	}
-	reqs := rc.requests("/down")
+	reqs := rc.Requests("/down")
 	if len(reqs) != 4 {
 		t.Fatalf("receiver got %d requests, want 4 (3 failed, 1 resent)", len(reqs))
 	}

@@ -6,24 +6,23 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
-	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/promql/parser"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 )
 
 // The dashboard and alert rules under deploy/ use only metrics and labels
 // that a running sidecar exports: every expression is parsed with
 // Prometheus's own parser and each selector checked against a scrape.
 func TestDeployExpressionsNameExportedMetrics(t *testing.T) {
-	rc := newReceiver(t)
-	verifyPort := testcaddy.FreePort(t)
+	rc := testkit.NewRecorder(t)
+	verifyPort := testkit.FreePort(t)
 	s := startSender(t, senderConfig{
 		Options: opsOption(rc),
 		Sites: fmt.Sprintf(`http://127.0.0.1:%d {
@@ -34,16 +33,17 @@ func TestDeployExpressionsNameExportedMetrics(t *testing.T) {
 }`, verifyPort),
 	}, "")
 	// One delivery, so the duration histogram has a series.
-	s.createWebhook(t, "app1", map[string]any{"name": "m", "url": rc.url("/m"), "events": []string{"job_finished"}})
+	s.createWebhook(t, "app1", map[string]any{"name": "m", "url": rc.URL("/m"), "events": []string{"job_finished"}})
 	s.mustIngest(t, []byte(`{"event":"job_finished","data":{"appId":"app1"}}`))
-	eventuallyWithin(t, opsWait, "the delivery", func() bool { return rc.count("/m") == 1 })
+	wait.Within(t, opsWait, "the delivery", func() bool { return rc.Count("/m") == 1 })
 	// The attempt is observed once its answer is read, after the endpoint
 	// has counted it.
-	eventuallyWithin(t, opsWait, "the duration histogram", func() bool {
-		return strings.Contains(s.metricsText(t), "caddy_webhooks_delivery_duration_seconds_bucket")
+	wait.Within(t, opsWait, "the duration histogram", func() bool {
+		_, ok := s.metrics(t).Value("caddy_webhooks_delivery_duration_seconds_bucket")
+		return ok
 	})
 
-	exported := scrapeLabels(t, s.metricsText(t))
+	exported := seriesLabels(s.metrics(t))
 
 	var exprs []string
 	root := filepath.Join("..", "deploy")
@@ -140,36 +140,16 @@ func TestDeployExpressionsNameExportedMetrics(t *testing.T) {
 	}
 }
 
-// scrapeLabels maps each series name of a scrape (a histogram's _bucket,
+// seriesLabels maps each series name of a scrape (a histogram's _bucket,
 // _sum and _count included) to its label names.
-func scrapeLabels(t *testing.T, text string) map[string]map[string]bool {
-	t.Helper()
-	tp := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := tp.TextToMetricFamilies(strings.NewReader(text))
-	if err != nil {
-		t.Fatalf("parsing /metrics: %v", err)
-	}
+func seriesLabels(m testkit.Metrics) map[string]map[string]bool {
 	out := map[string]map[string]bool{}
-	add := func(name string, labels []string) {
-		if out[name] == nil {
-			out[name] = map[string]bool{}
+	for _, s := range m {
+		if out[s.Name] == nil {
+			out[s.Name] = map[string]bool{}
 		}
-		for _, l := range labels {
-			out[name][l] = true
-		}
-	}
-	for name, f := range families {
-		for _, m := range f.GetMetric() {
-			var labels []string
-			for _, l := range m.GetLabel() {
-				labels = append(labels, l.GetName())
-			}
-			add(name, labels)
-			if m.Histogram != nil {
-				add(name+"_bucket", append(slices.Clone(labels), "le"))
-				add(name+"_sum", labels)
-				add(name+"_count", labels)
-			}
+		for l := range s.Labels {
+			out[s.Name][l] = true
 		}
 	}
 	return out

@@ -5,7 +5,8 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 )
 
 // TestFailedReloadKeepsRunningConfig reloads with a config that fails to
@@ -22,13 +23,13 @@ func TestFailedReloadKeepsRunningConfig(t *testing.T) {
 		app      = "failed-reload-app"
 		attempts = 6
 	)
-	rc := newReceiver(t)
+	rc := testkit.NewRecorder(t)
 	s := startSender(t, senderConfig{}, "")
-	hook := s.createWebhook(t, app, map[string]any{"name": "local", "url": rc.url("/local"), "events": []string{"job_created"}})
+	hook := s.createWebhook(t, app, map[string]any{"name": "local", "url": rc.URL("/local"), "events": []string{"job_created"}})
 
 	bad := s.cfg
 	bad.NoAllow = true
-	bad.Sites = fmt.Sprintf("http://10.255.255.1:%d {\n\tbind 10.255.255.1\n\trespond \"unreachable\"\n}\n", testcaddy.FreePort(t))
+	bad.Sites = fmt.Sprintf("http://10.255.255.1:%d {\n\tbind 10.255.255.1\n\trespond \"unreachable\"\n}\n", testkit.FreePort(t))
 	for i := range attempts {
 		if err := s.Reload(bad.caddyfile()); err == nil {
 			t.Fatalf("reload with a site bound to 10.255.255.1 succeeded; the test needs a config that fails to start")
@@ -38,7 +39,7 @@ func TestFailedReloadKeepsRunningConfig(t *testing.T) {
 		}
 		a := s.mustIngest(t, fmt.Appendf(nil, `{"event":"job_created","data":{"appId":%q,"n":%d}}`, app, i))
 		var d deliveryJSON
-		eventually(t, "a delivery after a failed reload never finished", func() bool {
+		wait.Until(t, "a delivery after a failed reload never finished", func() bool {
 			for _, x := range s.deliveries(t, app, hook.ID) {
 				if x.EventID == a.ID && x.Status != "pending" {
 					d = x
@@ -52,7 +53,7 @@ func TestFailedReloadKeepsRunningConfig(t *testing.T) {
 				i+1, d.Status, d.ResponseStatusCode, d.LastError)
 		}
 	}
-	if n := rc.count("/local"); n != attempts {
+	if n := rc.Count("/local"); n != attempts {
 		t.Errorf("receiver got %d deliveries, want %d", n, attempts)
 	}
 	status, _ := call(t, http.MethodGet, s.adminURL("/config/"), nil)

@@ -6,17 +6,20 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 )
 
 // TestFanOutAndFiltering posts events of several types for two apps: each
 // webhook gets exactly the events of its app and its types.
 func TestFanOutAndFiltering(t *testing.T) {
-	rc := newReceiver(t)
+	rc := testkit.NewRecorder(t)
 	s := startSender(t, senderConfig{}, "")
 	const appA, appB = "fan-app-a", "fan-app-b"
-	aJobs := s.createWebhook(t, appA, map[string]any{"name": "a-jobs", "url": rc.url("/a-jobs"), "events": []string{"job_created", "job_finished"}})
-	aBuilds := s.createWebhook(t, appA, map[string]any{"name": "a-builds", "url": rc.url("/a-builds"), "events": []string{"app_build_created", "job_finished"}})
-	bJobs := s.createWebhook(t, appB, map[string]any{"name": "b-jobs", "url": rc.url("/b-jobs"), "events": []string{"job_created"}})
+	aJobs := s.createWebhook(t, appA, map[string]any{"name": "a-jobs", "url": rc.URL("/a-jobs"), "events": []string{"job_created", "job_finished"}})
+	aBuilds := s.createWebhook(t, appA, map[string]any{"name": "a-builds", "url": rc.URL("/a-builds"), "events": []string{"app_build_created", "job_finished"}})
+	bJobs := s.createWebhook(t, appB, map[string]any{"name": "b-jobs", "url": rc.URL("/b-jobs"), "events": []string{"job_created"}})
 
 	posts := []struct {
 		app, event string
@@ -49,13 +52,13 @@ func TestFanOutAndFiltering(t *testing.T) {
 	for _, evs := range want {
 		total += len(evs)
 	}
-	eventually(t, "the receivers did not get every expected delivery", func() bool { return rc.count("") >= total })
+	wait.Until(t, "the receivers did not get every expected delivery", func() bool { return rc.Count("") >= total })
 	s.settled(t, appA, aJobs.ID, aBuilds.ID)
 	s.settled(t, appB, bJobs.ID)
 
 	for path, evs := range want {
 		var got []string
-		for _, r := range rc.requests(path) {
+		for _, r := range rc.Requests(path) {
 			var ev struct {
 				Event string `json:"event"`
 				Data  struct {
@@ -76,10 +79,10 @@ func TestFanOutAndFiltering(t *testing.T) {
 			t.Errorf("webhook %s got events %v, want %v", path, got, evs)
 		}
 	}
-	if n := rc.count(""); n != total {
+	if n := rc.Count(""); n != total {
 		t.Errorf("receivers got %d requests in all, want %d", n, total)
 	}
-	for _, r := range rc.requests("") {
+	for _, r := range rc.Requests("") {
 		if r.Header.Get("X-Signature") != "" || r.Header.Get("webhook-signature") != "" {
 			t.Errorf("a webhook without a secret got signature headers: X-Signature=%q webhook-signature=%q",
 				r.Header.Get("X-Signature"), r.Header.Get("webhook-signature"))

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/pgtest"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 )
 
 // A webhook created, edited or deleted through one sidecar applies to
@@ -22,7 +24,7 @@ import (
 func TestFleetWebhookCoherence(t *testing.T) {
 	dsn := fleetDSN(t)
 	fleet := startFleet(t, dsn, 2)
-	rc := newReceiver(t)
+	rc := testkit.NewRecorder(t)
 	const app = "coherent-app"
 	event := []byte(fmt.Sprintf(`{"event":"job_created","data":{"appId":%q}}`, app))
 	// Ingest on the second sidecar until it makes want deliveries.
@@ -45,7 +47,7 @@ func TestFleetWebhookCoherence(t *testing.T) {
 
 	var hook webhookJSON
 	applies("a create", 1, func() {
-		hook = fleet[0].createWebhook(t, app, map[string]any{"name": "sink", "url": rc.url("/sink"), "events": []string{"job_created"}})
+		hook = fleet[0].createWebhook(t, app, map[string]any{"name": "sink", "url": rc.URL("/sink"), "events": []string{"job_created"}})
 	})
 	applies("an edit", 0, func() {
 		if status, body := call(t, http.MethodPatch, fleet[0].hooksURL(app)+"/"+hook.ID, map[string]any{"events": []string{"job_finished"}}); status != http.StatusOK {
@@ -114,9 +116,9 @@ func TestFleetDatabaseRestart(t *testing.T) {
 	db := pgtest.NewInstance(t)
 	dsn := db.DSN()
 	fleet := startFleet(t, dsn, 2)
-	rc := newReceiver(t)
+	rc := testkit.NewRecorder(t)
 	const app = "restart-app"
-	hook := fleet[0].createWebhook(t, app, map[string]any{"name": "sink", "url": rc.url("/sink"), "events": []string{"job_created"}})
+	hook := fleet[0].createWebhook(t, app, map[string]any{"name": "sink", "url": rc.URL("/sink"), "events": []string{"job_created"}})
 	waitListed(t, fleet, app, hook.ID)
 
 	var (
@@ -169,13 +171,13 @@ func TestFleetDatabaseRestart(t *testing.T) {
 		wg.Wait()
 	}()
 	count := func() int { mu.Lock(); defer mu.Unlock(); return len(accepted) }
-	eventually(t, "events accepted before the stop", func() bool { return count() > 40 })
+	wait.Until(t, "events accepted before the stop", func() bool { return count() > 40 })
 
 	for _, mode := range []string{"fast", "immediate"} {
 		db.Stop(mode)
 		down.Store(true)
 		before := refused.Load()
-		eventually(t, "ingest to answer 503 on both sidecars", func() bool { return refused.Load() > before+20 })
+		wait.Until(t, "ingest to answer 503 on both sidecars", func() bool { return refused.Load() > before+20 })
 		for i, s := range fleet {
 			for _, u := range []string{s.hooksURL(app), s.siteURL("/webhooks/apps/" + app + "/webhooks")} {
 				if err := sendFault(http.MethodGet, u, nil).unavailable(); err != nil {
@@ -191,7 +193,7 @@ func TestFleetDatabaseRestart(t *testing.T) {
 		db.Start()
 		back := time.Now()
 		for i, s := range fleet {
-			eventuallyWithin(t, 30*time.Second, fmt.Sprintf("sidecar %d to accept events again", i), func() bool {
+			wait.Within(t, 30*time.Second, fmt.Sprintf("sidecar %d to accept events again", i), func() bool {
 				return sendFault(http.MethodPost, s.ingestURL(), []byte(fmt.Sprintf(`{"event":"job_finished","data":{"appId":%q}}`, app))).status == http.StatusAccepted
 			})
 			if status, _ := call(t, http.MethodGet, s.hooksURL(app), nil); status != http.StatusOK {
@@ -201,7 +203,7 @@ func TestFleetDatabaseRestart(t *testing.T) {
 		t.Logf("-m %s: every sidecar accepted events again %v after the start", mode, time.Since(back).Round(10*time.Millisecond))
 	}
 	n := count()
-	eventually(t, "events accepted after the restarts", func() bool { return count() > n+40 })
+	wait.Until(t, "events accepted after the restarts", func() bool { return count() > n+40 })
 	close(stop)
 	wg.Wait()
 	mu.Lock()
@@ -209,9 +211,9 @@ func TestFleetDatabaseRestart(t *testing.T) {
 	if len(bad) > 0 {
 		t.Fatalf("%d wrong answers, first: %s", len(bad), strings.Join(bad[:min(len(bad), 5)], "; "))
 	}
-	eventuallyWithin(t, 2*time.Minute, fmt.Sprintf("all %d events answered 202 delivered", len(accepted)), func() bool {
+	wait.Within(t, 2*time.Minute, fmt.Sprintf("all %d events answered 202 delivered", len(accepted)), func() bool {
 		got := map[string]bool{}
-		for _, r := range rc.requests("/sink") {
+		for _, r := range rc.Requests("/sink") {
 			got[r.Header.Get("webhook-id")] = true
 		}
 		for id := range accepted {

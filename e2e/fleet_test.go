@@ -13,6 +13,8 @@ import (
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/pgtest"
 	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 )
 
 // Fleet mode: several sidecars on one PostgreSQL database. Each test gets
@@ -40,7 +42,7 @@ func fleetDSN(t *testing.T) string {
 	dsn := pgtest.DSN(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "Caddyfile")
-	cf := strings.ReplaceAll(fleetCaddyfile(testcaddy.FreePort(t), dsn), "{ADMIN}", "127.0.0.1:0")
+	cf := strings.ReplaceAll(fleetCaddyfile(testkit.FreePort(t), dsn), "{ADMIN}", "127.0.0.1:0")
 	if err := os.WriteFile(path, []byte(cf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +69,7 @@ func startFleet(t *testing.T, dsn string, n int) []*sender {
 
 func startFleetSidecar(t *testing.T, dsn string) *sender {
 	t.Helper()
-	port := testcaddy.FreePort(t)
+	port := testkit.FreePort(t)
 	p := testcaddy.Start(t, testcaddy.Config{
 		Caddyfile: fleetCaddyfile(port, "{env.WEBHOOKS_DSN}"),
 		Env:       []string{"WEBHOOKS_DSN=" + dsn},
@@ -80,7 +82,7 @@ func startFleetSidecar(t *testing.T, dsn string) *sender {
 func waitListed(t *testing.T, fleet []*sender, appID, hookID string) {
 	t.Helper()
 	for i, s := range fleet {
-		eventually(t, fmt.Sprintf("sidecar %d to list webhook %s", i, hookID), func() bool {
+		wait.Until(t, fmt.Sprintf("sidecar %d to list webhook %s", i, hookID), func() bool {
 			return slices.ContainsFunc(s.listWebhooks(t, appID), func(w webhookJSON) bool { return w.ID == hookID })
 		})
 	}
@@ -100,9 +102,9 @@ func historyIDs(t *testing.T, s *sender, appID, hookID string) []string {
 func TestFleetDeliversOnceAndSharesHistory(t *testing.T) {
 	dsn := fleetDSN(t)
 	fleet := startFleet(t, dsn, 3)
-	rc := newReceiver(t)
+	rc := testkit.NewRecorder(t)
 	const app, total = "fleet-app", 60
-	hook := fleet[0].createWebhook(t, app, map[string]any{"name": "sink", "url": rc.url("/sink"), "events": []string{"job_created"}})
+	hook := fleet[0].createWebhook(t, app, map[string]any{"name": "sink", "url": rc.URL("/sink"), "events": []string{"job_created"}})
 	waitListed(t, fleet, app, hook.ID)
 
 	bodies := map[string][]byte{} // event id -> body
@@ -127,10 +129,10 @@ func TestFleetDeliversOnceAndSharesHistory(t *testing.T) {
 		t.FailNow()
 	}
 
-	eventually(t, fmt.Sprintf("%d events delivered", total), func() bool { return rc.count("/sink") >= total })
+	wait.Until(t, fmt.Sprintf("%d events delivered", total), func() bool { return rc.Count("/sink") >= total })
 	// Give a duplicate, if any, the time to show up.
 	time.Sleep(2 * time.Second)
-	got := rc.requests("/sink")
+	got := rc.Requests("/sink")
 	perEvent := map[string]int{}
 	for _, r := range got {
 		id := r.Header.Get("webhook-id")
@@ -144,7 +146,7 @@ func TestFleetDeliversOnceAndSharesHistory(t *testing.T) {
 	}
 
 	var first []string
-	eventually(t, "every delivery recorded as succeeded", func() bool {
+	wait.Until(t, "every delivery recorded as succeeded", func() bool {
 		first = historyIDs(t, fleet[0], app, hook.ID)
 		if len(first) != total {
 			return false
@@ -167,13 +169,13 @@ func TestFleetDeliversOnceAndSharesHistory(t *testing.T) {
 // run out, the others deliver what it held.
 func TestFleetTakesOverFromKilledSidecar(t *testing.T) {
 	dsn := fleetDSN(t)
-	rc := newReceiver(t)
+	rc := testkit.NewRecorder(t)
 	release := make(chan struct{})
 	var releaseOnce sync.Once
 	unblock := func() { releaseOnce.Do(func() { close(release) }) }
 	t.Cleanup(unblock)
 	// Requests hang until the victim is dead.
-	rc.setRespond(func(received, int) (int, string) {
+	rc.SetRespond(func(testkit.Request, int) (int, string) {
 		<-release
 		return http.StatusOK, "late"
 	})
@@ -181,25 +183,25 @@ func TestFleetTakesOverFromKilledSidecar(t *testing.T) {
 
 	// The victim runs alone, so it alone claims the deliveries.
 	victim := startFleetSidecar(t, dsn)
-	hook := victim.createWebhook(t, app, map[string]any{"name": "sink", "url": rc.url("/sink"), "events": []string{"job_created"}})
+	hook := victim.createWebhook(t, app, map[string]any{"name": "sink", "url": rc.URL("/sink"), "events": []string{"job_created"}})
 	events := map[string]bool{}
 	for i := range n {
 		a := victim.mustIngest(t, []byte(fmt.Sprintf(`{"event":"job_created","data":{"appId":%q,"seq":%d}}`, app, i)))
 		events[a.ID] = true
 	}
-	eventuallyWithin(t, fleetTimeout/2, "the victim's attempts to reach the receiver", func() bool { return rc.count("/sink") == n })
+	wait.Within(t, fleetTimeout/2, "the victim's attempts to reach the receiver", func() bool { return rc.Count("/sink") == n })
 	victim.Kill()
 	killedAt := time.Now()
-	rc.setRespond(nil) // 200 "ok" from now on
+	rc.SetRespond(nil) // 200 "ok" from now on
 	unblock()
 
 	others := startFleet(t, dsn, 2)
-	eventuallyWithin(t, fleetTakeover, "the other sidecars to deliver the victim's deliveries", func() bool {
-		return rc.count("/sink") >= 2*n
+	wait.Within(t, fleetTakeover, "the other sidecars to deliver the victim's deliveries", func() bool {
+		return rc.Count("/sink") >= 2*n
 	})
 	t.Logf("taken over %v after the kill", time.Since(killedAt).Round(100*time.Millisecond))
 
-	after := rc.requests("/sink")[n:]
+	after := rc.Requests("/sink")[n:]
 	perEvent := map[string]int{}
 	for _, r := range after {
 		perEvent[r.Header.Get("webhook-id")]++
@@ -209,7 +211,7 @@ func TestFleetTakesOverFromKilledSidecar(t *testing.T) {
 			t.Fatalf("event %s was delivered %d times after the kill, want once (%v)", id, perEvent[id], perEvent)
 		}
 	}
-	eventually(t, "the history to show every delivery succeeded", func() bool {
+	wait.Until(t, "the history to show every delivery succeeded", func() bool {
 		ds := others[0].allDeliveries(t, app, hook.ID)
 		if len(ds) != n {
 			return false
@@ -234,20 +236,20 @@ func TestFleetTakesOverFromKilledSidecar(t *testing.T) {
 func TestFleetWebhookCreatedElsewhere(t *testing.T) {
 	dsn := fleetDSN(t)
 	fleet := startFleet(t, dsn, 2)
-	rc := newReceiver(t)
+	rc := testkit.NewRecorder(t)
 	const app = "elsewhere-app"
-	hook := fleet[0].createWebhook(t, app, map[string]any{"name": "sink", "url": rc.url("/sink"), "events": []string{"job_finished"}})
+	hook := fleet[0].createWebhook(t, app, map[string]any{"name": "sink", "url": rc.URL("/sink"), "events": []string{"job_finished"}})
 	waitListed(t, fleet, app, hook.ID)
 
 	a := fleet[1].mustIngest(t, []byte(fmt.Sprintf(`{"event":"job_finished","data":{"appId":%q}}`, app)))
 	if a.Deliveries != 1 {
 		t.Fatalf("ingest on the other sidecar made %d deliveries, want 1", a.Deliveries)
 	}
-	eventually(t, "the delivery", func() bool { return rc.count("/sink") == 1 })
-	if got := rc.requests("/sink")[0].Header.Get("webhook-id"); got != a.ID {
+	wait.Until(t, "the delivery", func() bool { return rc.Count("/sink") == 1 })
+	if got := rc.Requests("/sink")[0].Header.Get("webhook-id"); got != a.ID {
 		t.Fatalf("webhook-id %q, want %q", got, a.ID)
 	}
-	eventually(t, "the first sidecar to show the delivery", func() bool {
+	wait.Until(t, "the first sidecar to show the delivery", func() bool {
 		ds := fleet[0].deliveries(t, app, hook.ID)
 		return len(ds) == 1 && ds[0].EventID == a.ID && ds[0].Status == "succeeded"
 	})
@@ -256,7 +258,7 @@ func TestFleetWebhookCreatedElsewhere(t *testing.T) {
 	if status, body := call(t, http.MethodDelete, fleet[1].hooksURL(app)+"/"+hook.ID, nil); status != http.StatusNoContent {
 		t.Fatalf("delete answered %d %s", status, body)
 	}
-	eventually(t, "the first sidecar to forget the webhook", func() bool { return len(fleet[0].listWebhooks(t, app)) == 0 })
+	wait.Until(t, "the first sidecar to forget the webhook", func() bool { return len(fleet[0].listWebhooks(t, app)) == 0 })
 	if status, _ := call(t, http.MethodGet, fleet[0].hooksURL(app)+"/"+hook.ID, nil); status != http.StatusNotFound {
 		t.Fatalf("get of the deleted webhook on the other sidecar answered %d, want 404", status)
 	}

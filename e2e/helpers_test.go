@@ -1,39 +1,19 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 )
-
-// waitMax bounds every wait for something asynchronous (a delivery, a
-// retry, a history record) so a broken build fails instead of hanging.
-const waitMax = 30 * time.Second
-
-// client talks to Caddy and only to loopback: no proxy, enough idle
-// connections for the concurrent ingest of the crash test.
-var client = &http.Client{
-	Timeout: 15 * time.Second,
-	Transport: &http.Transport{
-		Proxy:               nil,
-		MaxIdleConns:        256,
-		MaxIdleConnsPerHost: 128,
-		IdleConnTimeout:     30 * time.Second,
-	},
-}
 
 // senderTimeout is the attempt timeout of sidecars under test.
 const senderTimeout = 2 * time.Second
@@ -113,7 +93,7 @@ type sender struct {
 func startSender(t *testing.T, cfg senderConfig, dir string) *sender {
 	t.Helper()
 	if cfg.Port == 0 {
-		cfg.Port = testcaddy.FreePort(t)
+		cfg.Port = testkit.FreePort(t)
 	}
 	p := testcaddy.Start(t, testcaddy.Config{Caddyfile: cfg.caddyfile(), Dir: dir, Env: cfg.Env})
 	return &sender{Process: p, cfg: cfg}
@@ -140,37 +120,8 @@ func (s *sender) hooksURL(appID string) string {
 // anything else is marshaled; nil sends none) and returns the status and body.
 func call(t *testing.T, method, u string, body any) (int, []byte) {
 	t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	case []byte:
-		rd = bytes.NewReader(b)
-	default:
-		raw, err := json.Marshal(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rd = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequest(method, u, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, u, err)
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: reading answer: %v", method, u, err)
-	}
-	return resp.StatusCode, out
+	a := testkit.Call(t, method, u, body, nil)
+	return a.Status, a.Body
 }
 
 // webhookJSON is a webhook as the management API shows it.
@@ -300,7 +251,7 @@ func (s *sender) allDeliveries(t *testing.T, appID, hookID string) []deliveryJSO
 // nothing more is sent to them, so what their endpoints got can be counted.
 func (s *sender) settled(t *testing.T, appID string, hookIDs ...string) {
 	t.Helper()
-	eventually(t, "every delivery to settle", func() bool {
+	wait.Until(t, "every delivery to settle", func() bool {
 		for _, id := range hookIDs {
 			for _, d := range s.allDeliveries(t, appID, id) {
 				if d.Status == "pending" {
@@ -348,7 +299,7 @@ func (s *sender) mustIngest(t *testing.T, body []byte) ingestAnswer {
 func postAccepted(u, body string) (string, bool, error) {
 	req, _ := http.NewRequest(http.MethodPost, u, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(req)
+	resp, err := testkit.Client().Do(req)
 	if err != nil {
 		return "", false, err
 	}
@@ -360,140 +311,10 @@ func postAccepted(u, body string) (string, bool, error) {
 	return a.ID, true, nil
 }
 
-// eventually polls cond until it holds, failing the test with what after waitMax.
-func eventually(t *testing.T, what string, cond func() bool) {
+// metrics scrapes the admin endpoint's /metrics.
+func (s *sender) metrics(t *testing.T) testkit.Metrics {
 	t.Helper()
-	eventuallyWithin(t, waitMax, what, cond)
-}
-
-func eventuallyWithin(t *testing.T, max time.Duration, what string, cond func() bool) {
-	t.Helper()
-	wait.Within(t, max, what, cond)
-}
-
-// received is one request a receiver got.
-type received struct {
-	Path   string
-	Header http.Header
-	Body   []byte
-	At     time.Time
-}
-
-// receiver is the test's webhook endpoint on 127.0.0.1. It records every
-// request and answers what respond says (200 "ok" by default).
-type receiver struct {
-	srv *httptest.Server
-
-	mu      sync.Mutex
-	got     []received
-	respond func(r received, nth int) (status int, body string)
-	perPath map[string]int
-}
-
-func newReceiver(t *testing.T) *receiver {
-	rc := &receiver{perPath: map[string]int{}}
-	rc.srv = httptest.NewServer(http.HandlerFunc(rc.serve))
-	t.Cleanup(rc.srv.Close)
-	return rc
-}
-
-func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		http.Error(w, "reading body", http.StatusBadRequest)
-		return
-	}
-	got := received{Path: r.URL.Path, Header: r.Header.Clone(), Body: body, At: time.Now()}
-	rc.mu.Lock()
-	rc.got = append(rc.got, got)
-	rc.perPath[r.URL.Path]++
-	nth, respond := rc.perPath[r.URL.Path], rc.respond
-	rc.mu.Unlock()
-	status, answer := http.StatusOK, "ok"
-	if respond != nil {
-		status, answer = respond(got, nth)
-	}
-	w.Header().Set("Content-Type", "text/plain")
-	w.WriteHeader(status)
-	_, _ = io.WriteString(w, answer)
-}
-
-// url is the address of a path on the receiver.
-func (rc *receiver) url(path string) string { return rc.srv.URL + path }
-
-// setRespond changes how the receiver answers from the next request on.
-func (rc *receiver) setRespond(f func(r received, nth int) (int, string)) {
-	rc.mu.Lock()
-	rc.respond = f
-	rc.mu.Unlock()
-}
-
-// requests returns what the receiver got so far on path ("" for all).
-func (rc *receiver) requests(path string) []received {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	var out []received
-	for _, r := range rc.got {
-		if path == "" || r.Path == path {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-func (rc *receiver) count(path string) int { return len(rc.requests(path)) }
-
-// always answers every request with status.
-func always(status int) func(received, int) (int, string) {
-	return func(received, int) (int, string) { return status, http.StatusText(status) }
-}
-
-// metricsText scrapes the admin endpoint's /metrics.
-func (s *sender) metricsText(t *testing.T) string {
-	t.Helper()
-	status, body := call(t, http.MethodGet, s.adminURL("/metrics"), nil)
-	if status != http.StatusOK {
-		t.Fatalf("GET /metrics on the admin endpoint answered %d %s, want 200", status, body)
-	}
-	return string(body)
-}
-
-// metricValue finds a sample whose line starts with name and contains every
-// label (such as `outcome="success"`), summing all that match. ok is false
-// when no sample matches.
-func metricValue(text, name string, labels ...string) (sum float64, ok bool) {
-	sc := bufio.NewScanner(strings.NewReader(text))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "#") || !strings.HasPrefix(line, name) {
-			continue
-		}
-		rest := line[len(name):]
-		if rest == "" || (rest[0] != '{' && rest[0] != ' ') {
-			continue // a longer name with the same prefix
-		}
-		match := true
-		for _, l := range labels {
-			if !strings.Contains(rest, l) {
-				match = false
-			}
-		}
-		if !match {
-			continue
-		}
-		f := strings.Fields(rest[strings.LastIndex(rest, "}")+1:])
-		if len(f) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(f[0], 64)
-		if err != nil {
-			continue
-		}
-		sum += v
-		ok = true
-	}
-	return sum, ok
+	return testkit.Scrape(t, s.adminURL("/metrics"))
 }
 
 func mustJSON(t *testing.T, v any) []byte {

@@ -9,6 +9,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 )
 
 // TestLargeEventsLoseNothing posts many large events at once, so the
@@ -22,9 +25,9 @@ func TestLargeEventsLoseNothing(t *testing.T) {
 		padding   = 60_000 // under Badger's 64 KiB value threshold, so it counts in full
 		app       = "large-app"
 	)
-	rc := newReceiver(t)
+	rc := testkit.NewRecorder(t)
 	s := startSender(t, senderConfig{}, "")
-	hook := s.createWebhook(t, app, map[string]any{"name": "big", "url": rc.url("/big"), "events": []string{"job_created"}})
+	hook := s.createWebhook(t, app, map[string]any{"name": "big", "url": rc.URL("/big"), "events": []string{"job_created"}})
 
 	pad := strings.Repeat("x", padding)
 	var (
@@ -44,7 +47,7 @@ func TestLargeEventsLoseNothing(t *testing.T) {
 				body := fmt.Sprintf(`{"event":"job_created","data":{"appId":%q,"seq":%d,"pad":%q}}`, app, seq, pad)
 				req, _ := http.NewRequest(http.MethodPost, s.ingestURL(), strings.NewReader(body))
 				req.Header.Set("Content-Type", "application/json")
-				resp, err := client.Do(req)
+				resp, err := testkit.Client().Do(req)
 				if err != nil {
 					mu.Lock()
 					failed = append(failed, err.Error())
@@ -75,7 +78,7 @@ func TestLargeEventsLoseNothing(t *testing.T) {
 
 	missing := func() []int {
 		seen := map[string]bool{}
-		for _, r := range rc.requests("/big") {
+		for _, r := range rc.Requests("/big") {
 			seen[r.Header.Get("webhook-id")] = true
 		}
 		var out []int
@@ -87,7 +90,7 @@ func TestLargeEventsLoseNothing(t *testing.T) {
 		sort.Ints(out)
 		return out
 	}
-	deadline := time.Now().Add(waitMax)
+	deadline := time.Now().Add(wait.Default)
 	for len(missing()) > 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -11,7 +11,8 @@ import (
 	"time"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
-	"github.com/caddy-webhooks/caddy-webhooks/signature"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 )
 
 // The operator's side: operational webhooks, the event log, replay and
@@ -24,22 +25,22 @@ const opsSecret = "ops-secret-e2e"
 // opsWait bounds each wait of these tests: generous, for a busy machine.
 const opsWait = 60 * time.Second
 
-func opsOption(rc *receiver) string {
-	return fmt.Sprintf("operational_webhook %s {\n\t\t\tsecret %s\n\t\t}", rc.url("/ops"), opsSecret)
+func opsOption(rc *testkit.Recorder) string {
+	return fmt.Sprintf("operational_webhook %s {\n\t\t\tsecret %s\n\t\t}", rc.URL("/ops"), opsSecret)
 }
 
 func TestOperationsBadger(t *testing.T) {
-	rc := newReceiver(t)
+	rc := testkit.NewRecorder(t)
 	s := startSender(t, senderConfig{Options: opsOption(rc)}, "")
 	checkOperations(t, rc, []*sender{s})
 }
 
 func TestOperationsPostgres(t *testing.T) {
 	dsn := fleetDSN(t)
-	rc := newReceiver(t)
+	rc := testkit.NewRecorder(t)
 	var fleet []*sender
 	for range 2 {
-		port := testcaddy.FreePort(t)
+		port := testkit.FreePort(t)
 		cfg := senderConfig{Port: port, Storage: "{env.WEBHOOKS_DSN}", Options: opsOption(rc)}
 		p := testcaddy.Start(t, testcaddy.Config{Caddyfile: cfg.caddyfile(), Env: []string{"WEBHOOKS_DSN=" + dsn}})
 		fleet = append(fleet, &sender{Process: p, cfg: cfg})
@@ -53,15 +54,15 @@ type opsReport struct {
 	Data  map[string]any `json:"data"`
 }
 
-func reports(t *testing.T, rc *receiver, event string) []opsReport {
+func reports(t *testing.T, rc *testkit.Recorder, event string) []opsReport {
 	t.Helper()
 	var out []opsReport
-	for _, r := range rc.requests("/ops") {
+	for _, r := range rc.Requests("/ops") {
 		var rep opsReport
 		if err := json.Unmarshal(r.Body, &rep); err != nil {
 			t.Fatalf("operational report %q: %v", r.Body, err)
 		}
-		if want := signature.XSignature([]byte(opsSecret), r.Body); r.Header.Get("X-Signature") != want {
+		if want := testkit.HexHMAC(opsSecret, r.Body); r.Header.Get("X-Signature") != want {
 			t.Fatalf("operational report signed %q, want %q", r.Header.Get("X-Signature"), want)
 		}
 		if strings.Contains(string(r.Body), opsSecret) || strings.Contains(string(r.Body), "hook-secret") {
@@ -98,9 +99,9 @@ func eventIDs(evs []loggedEvent) []string {
 	return ids
 }
 
-func checkOperations(t *testing.T, rc *receiver, fleet []*sender) {
+func checkOperations(t *testing.T, rc *testkit.Recorder, fleet []*sender) {
 	first := fleet[0]
-	rc.setRespond(func(r received, nth int) (int, string) {
+	rc.SetRespond(func(r testkit.Request, nth int) (int, string) {
 		switch r.Path {
 		case "/gone":
 			return http.StatusGone, "gone"
@@ -110,7 +111,7 @@ func checkOperations(t *testing.T, rc *receiver, fleet []*sender) {
 		return http.StatusOK, "ok"
 	})
 	start := time.Now().Add(-time.Second).UTC()
-	gone := first.createWebhook(t, "app1", map[string]any{"name": "gone", "url": rc.url("/gone"), "events": []string{"job_finished"}, "secret": "hook-secret"})
+	gone := first.createWebhook(t, "app1", map[string]any{"name": "gone", "url": rc.URL("/gone"), "events": []string{"job_finished"}, "secret": "hook-secret"})
 	for _, s := range fleet {
 		waitListed(t, []*sender{s}, "app1", gone.ID)
 	}
@@ -120,12 +121,12 @@ func checkOperations(t *testing.T, rc *receiver, fleet []*sender) {
 	for i, s := range fleet {
 		s.mustIngest(t, fmt.Appendf(nil, `{"event":"job_finished","data":{"appId":"app1","n":%d}}`, i))
 	}
-	eventuallyWithin(t, opsWait, "a webhook.disabled report", func() bool { return len(reports(t, rc, "webhook.disabled")) > 0 })
+	wait.Within(t, opsWait, "a webhook.disabled report", func() bool { return len(reports(t, rc, "webhook.disabled")) > 0 })
 	dis := reports(t, rc, "webhook.disabled")[0].Data
 	if dis["webhookId"] != gone.ID || dis["reason"] != "gone" || dis["webhookName"] != "gone" || dis["appId"] != "app1" {
 		t.Errorf("webhook.disabled data: %v", dis)
 	}
-	eventuallyWithin(t, opsWait, "every delivery to the 410 webhook finished", func() bool {
+	wait.Within(t, opsWait, "every delivery to the 410 webhook finished", func() bool {
 		for _, d := range first.deliveries(t, "app1", gone.ID) {
 			if d.Status == "pending" {
 				return false
@@ -137,10 +138,10 @@ func checkOperations(t *testing.T, rc *receiver, fleet []*sender) {
 	skippedEvent := first.mustIngest(t, []byte(`{"event":"job_finished","data":{"appId":"app1","n":10}}`))
 
 	// A delivery exhausting its schedule (3 attempts): delivery.exhausted.
-	fail := first.createWebhook(t, "app1", map[string]any{"name": "fail", "url": rc.url("/fail"), "events": []string{"job_created"}})
+	fail := first.createWebhook(t, "app1", map[string]any{"name": "fail", "url": rc.URL("/fail"), "events": []string{"job_created"}})
 	waitListed(t, fleet, "app1", fail.ID)
 	created := fleet[len(fleet)-1].mustIngest(t, []byte(`{"event":"job_created","data":{"appId":"app1","n":20,"status":"failed"}}`))
-	eventuallyWithin(t, opsWait, "a delivery.exhausted report", func() bool { return len(reports(t, rc, "delivery.exhausted")) > 0 })
+	wait.Within(t, opsWait, "a delivery.exhausted report", func() bool { return len(reports(t, rc, "delivery.exhausted")) > 0 })
 	ex := reports(t, rc, "delivery.exhausted")[0].Data
 	if ex["webhookId"] != fail.ID || ex["eventId"] != created.ID || ex["attempts"] != float64(3) || ex["responseStatusCode"] != float64(500) {
 		t.Errorf("delivery.exhausted data: %v", ex)
@@ -158,10 +159,10 @@ func checkOperations(t *testing.T, rc *receiver, fleet []*sender) {
 	if status != http.StatusOK || !slices.Contains(types, "webhook.disabled") || !slices.Contains(types, "delivery.exhausted") {
 		t.Errorf("operational history %d: %v", status, types)
 	}
-	eventuallyWithin(t, opsWait, "the operational events counted", func() bool {
-		v, _ := metricValue(first.metricsText(t), "caddy_webhooks_operational_events_total", `event="webhook.disabled"`)
+	wait.Within(t, opsWait, "the operational events counted", func() bool {
+		v, _ := first.metrics(t).Value("caddy_webhooks_operational_events_total", "event", "webhook.disabled")
 		if len(fleet) > 1 {
-			v2, _ := metricValue(fleet[1].metricsText(t), "caddy_webhooks_operational_events_total", `event="webhook.disabled"`)
+			v2, _ := fleet[1].metrics(t).Value("caddy_webhooks_operational_events_total", "event", "webhook.disabled")
 			v += v2
 		}
 		return v == 1
@@ -193,15 +194,15 @@ func checkOperations(t *testing.T, rc *receiver, fleet []*sender) {
 	}
 
 	// Replay backfills a new webhook with the original ids; again, nothing.
-	late := first.createWebhook(t, "app1", map[string]any{"name": "late", "url": rc.url("/late"), "events": []string{"job_finished", "job_created"}})
+	late := first.createWebhook(t, "app1", map[string]any{"name": "late", "url": rc.URL("/late"), "events": []string{"job_finished", "job_created"}})
 	replay := first.adminURL("/webhooks/apps/app1/webhooks/" + late.ID + "/replay")
 	status, body = call(t, http.MethodPost, replay, map[string]any{"since": start.Format(time.RFC3339Nano)})
 	if status != http.StatusAccepted || strings.TrimSpace(string(body)) != fmt.Sprintf(`{"replayed":%d}`, len(all)) {
 		t.Fatalf("replay answered %d %s, want 202 {\"replayed\":%d}", status, body, len(all))
 	}
-	eventuallyWithin(t, opsWait, "the replayed events at the new webhook", func() bool { return rc.count("/late") == len(all) })
+	wait.Within(t, opsWait, "the replayed events at the new webhook", func() bool { return rc.Count("/late") == len(all) })
 	var got []string
-	for _, r := range rc.requests("/late") {
+	for _, r := range rc.Requests("/late") {
 		got = append(got, r.Header.Get("Webhook-Id"))
 	}
 	want := eventIDs(all)
@@ -244,20 +245,20 @@ func checkOperations(t *testing.T, rc *receiver, fleet []*sender) {
 	}
 
 	// The skipped delivery is recovered once the webhook is back.
-	rc.setRespond(func(r received, nth int) (int, string) { return http.StatusOK, "ok" })
+	rc.SetRespond(func(r testkit.Request, nth int) (int, string) { return http.StatusOK, "ok" })
 	if status, body := call(t, http.MethodPatch, first.hooksURL("app1")+"/"+gone.ID, map[string]any{"enabled": true}); status != http.StatusOK {
 		t.Fatalf("enabling answered %d %s", status, body)
 	}
-	goneBefore := rc.count("/gone")
+	goneBefore := rc.Count("/gone")
 	status, body = call(t, http.MethodPost, first.hooksURL("app1")+"/"+gone.ID+"/recover",
 		map[string]any{"since": start.Format(time.RFC3339Nano), "status": []string{"skipped"}})
 	var rec struct{ Recovered int }
 	if err := json.Unmarshal(body, &rec); status != http.StatusAccepted || err != nil || rec.Recovered < 1 {
 		t.Fatalf("recover of skipped deliveries answered %d %s, want 202 with at least 1", status, body)
 	}
-	eventuallyWithin(t, opsWait, "the skipped deliveries sent", func() bool { return rc.count("/gone") == goneBefore+rec.Recovered })
+	wait.Within(t, opsWait, "the skipped deliveries sent", func() bool { return rc.Count("/gone") == goneBefore+rec.Recovered })
 	var sent []string
-	for _, r := range rc.requests("/gone")[goneBefore:] {
+	for _, r := range rc.Requests("/gone")[goneBefore:] {
 		sent = append(sent, r.Header.Get("Webhook-Id"))
 	}
 	if !slices.Contains(sent, skippedEvent.ID) {

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 )
 
 // debugSender starts a sidecar that logs at debug level, so a test can
@@ -23,7 +25,7 @@ import (
 func debugSender(t *testing.T, cfg senderConfig, env ...string) *sender {
 	t.Helper()
 	if cfg.Port == 0 {
-		cfg.Port = testcaddy.FreePort(t)
+		cfg.Port = testkit.FreePort(t)
 	}
 	text := strings.Replace(cfg.caddyfile(), "{\n\tadmin {ADMIN}", "{\n\tdebug\n\tadmin {ADMIN}", 1)
 	p := testcaddy.Start(t, testcaddy.Config{Caddyfile: text, Env: env})
@@ -38,27 +40,27 @@ func job(app string, data string) []byte {
 // sensitive values never come back from the API or show in a log line.
 func TestWebhookHeadersE2E(t *testing.T) {
 	s := debugSender(t, senderConfig{})
-	rc := newReceiver(t)
+	rc := testkit.NewRecorder(t)
 	const key, bearer = "key-9f8e7d6c5b", "tok-1a2b3c4d5e"
-	hook := s.createWebhook(t, "app1", map[string]any{"name": "h", "url": rc.url("/h"), "events": []string{"job_finished"},
+	hook := s.createWebhook(t, "app1", map[string]any{"name": "h", "url": rc.URL("/h"), "events": []string{"job_finished"},
 		"headers": map[string]any{"X-Api-Key": key, "Authorization": "Bearer " + bearer, "X-Team": "ops", "X-Old": "1"}})
 	status, body := call(t, http.MethodPatch, s.hooksURL("app1")+"/"+hook.ID, map[string]any{"headers": map[string]any{"X-Old": nil, "X-Env": "prod"}})
 	if status != http.StatusOK || !strings.Contains(string(body), `"headers":{"X-Env":"prod","X-Team":"ops"},"sensitiveHeaders":["Authorization","X-Api-Key"]`) {
 		t.Fatalf("merge patch answered %d %s", status, body)
 	}
 	s.mustIngest(t, job("app1", ""))
-	rc.setRespond(func(r received, nth int) (int, string) {
+	rc.SetRespond(func(r testkit.Request, nth int) (int, string) {
 		if nth == 1 {
 			return 500, "once more"
 		}
 		return 200, "ok"
 	})
-	eventually(t, "the delivery and its retry", func() bool { return rc.count("/h") >= 2 })
+	wait.Until(t, "the delivery and its retry", func() bool { return rc.Count("/h") >= 2 })
 	if status, body := call(t, http.MethodPost, s.hooksURL("app1")+"/"+hook.ID+"/test", nil); status != http.StatusAccepted {
 		t.Fatalf("test answered %d %s", status, body)
 	}
-	eventually(t, "the test delivery", func() bool { return rc.count("/h") >= 3 })
-	for i, r := range rc.requests("/h") {
+	wait.Until(t, "the test delivery", func() bool { return rc.Count("/h") >= 3 })
+	for i, r := range rc.Requests("/h") {
 		want := map[string]string{"X-Api-Key": key, "Authorization": "Bearer " + bearer, "X-Team": "ops", "X-Env": "prod", "X-Old": ""}
 		for name, v := range want {
 			if got := r.Header.Get(name); got != v {
@@ -71,7 +73,7 @@ func TestWebhookHeadersE2E(t *testing.T) {
 		_, b := call(t, http.MethodGet, s.hooksURL("app1")+path, nil)
 		texts = append(texts, string(b))
 	}
-	_, b := call(t, http.MethodPost, s.hooksURL("app1"), map[string]any{"name": "bad", "url": rc.url("/x"), "events": []string{"job_finished"},
+	_, b := call(t, http.MethodPost, s.hooksURL("app1"), map[string]any{"name": "bad", "url": rc.URL("/x"), "events": []string{"job_finished"},
 		"headers": map[string]any{"X-Api-Key": key + "\r\nX-Evil: 1"}})
 	texts = append(texts, string(b), s.Logs())
 	for i, text := range texts {
@@ -88,10 +90,10 @@ func TestWebhookHeadersE2E(t *testing.T) {
 // filter is refused with the compiler's message, storing nothing.
 func TestWebhookFilterE2E(t *testing.T) {
 	s := startSender(t, senderConfig{}, "")
-	rc := newReceiver(t)
-	big := s.createWebhook(t, "app1", map[string]any{"name": "big", "url": rc.url("/big"), "events": []string{"job_finished"},
+	rc := testkit.NewRecorder(t)
+	big := s.createWebhook(t, "app1", map[string]any{"name": "big", "url": rc.URL("/big"), "events": []string{"job_finished"},
 		"filter": `has(data.amount) && data.amount >= 100`})
-	s.createWebhook(t, "app1", map[string]any{"name": "all", "url": rc.url("/all"), "events": []string{"job_finished"}})
+	s.createWebhook(t, "app1", map[string]any{"name": "all", "url": rc.URL("/all"), "events": []string{"job_finished"}})
 	for _, tc := range []struct {
 		data string
 		want int
@@ -100,17 +102,17 @@ func TestWebhookFilterE2E(t *testing.T) {
 			t.Errorf("event with %q: %d deliveries, want %d", tc.data, got.Deliveries, tc.want)
 		}
 	}
-	eventually(t, "every delivery", func() bool { return rc.count("/all") == 4 })
-	if n := rc.count("/big"); n != 1 {
+	wait.Until(t, "every delivery", func() bool { return rc.Count("/all") == 4 })
+	if n := rc.Count("/big"); n != 1 {
 		t.Errorf("the filtered webhook got %d deliveries, want 1", n)
 	}
 	if ds := s.deliveries(t, "app1", big.ID); len(ds) != 1 || !strings.Contains(ds[0].RequestBody, `"amount":150`) {
 		t.Errorf("the filtered webhook's history: %+v", ds)
 	}
-	if v, _ := metricValue(s.metricsText(t), "caddy_webhooks_events_filtered_total", `event="job_finished"`); v != 3 {
+	if v, _ := s.metrics(t).Value("caddy_webhooks_events_filtered_total", "event", "job_finished"); v != 3 {
 		t.Errorf("caddy_webhooks_events_filtered_total = %v, want 3", v)
 	}
-	status, body := call(t, http.MethodPost, s.hooksURL("app1"), map[string]any{"name": "bad", "url": rc.url("/bad"),
+	status, body := call(t, http.MethodPost, s.hooksURL("app1"), map[string]any{"name": "bad", "url": rc.URL("/bad"),
 		"events": []string{"job_finished"}, "filter": "data.amount >"})
 	if status != http.StatusBadRequest || !strings.Contains(string(body), `"filter: ERROR:`) {
 		t.Errorf("a filter that does not parse answered %d %s", status, body)
@@ -128,8 +130,8 @@ func TestWebhookFilterE2E(t *testing.T) {
 // not the app's.
 func TestWebhookRetryAndTimeoutE2E(t *testing.T) {
 	s := startSender(t, senderConfig{RetrySchedule: "1h"}, "")
-	rc := newReceiver(t)
-	rc.setRespond(always(500))
+	rc := testkit.NewRecorder(t)
+	rc.SetRespond(testkit.Always(500))
 	hang := make(chan struct{})
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Read first: the server notices the client going away only then.
@@ -141,7 +143,7 @@ func TestWebhookRetryAndTimeoutE2E(t *testing.T) {
 	}))
 	defer slow.Close()
 	defer close(hang)
-	fails := s.createWebhook(t, "app1", map[string]any{"name": "fails", "url": rc.url("/fails"), "events": []string{"job_finished"},
+	fails := s.createWebhook(t, "app1", map[string]any{"name": "fails", "url": rc.URL("/fails"), "events": []string{"job_finished"},
 		"retrySchedule": []string{"300ms", "300ms"}})
 	hangs := s.createWebhook(t, "app1", map[string]any{"name": "hangs", "url": slow.URL + "/hangs", "events": []string{"job_finished"},
 		"timeout": "500ms", "retrySchedule": []string{}})
@@ -151,7 +153,7 @@ func TestWebhookRetryAndTimeoutE2E(t *testing.T) {
 		attempts int
 	}{{fails, 3}, {hangs, 1}} {
 		var d deliveryJSON
-		eventually(t, tc.hook.Name+" to fail", func() bool {
+		wait.Until(t, tc.hook.Name+" to fail", func() bool {
 			ds := s.deliveries(t, "app1", tc.hook.ID)
 			if len(ds) == 1 {
 				d = ds[0]
@@ -191,7 +193,7 @@ func TestWebhookMaxInFlightE2E(t *testing.T) {
 	for i := range 20 {
 		s.mustIngest(t, job("app1", fmt.Sprintf(`,"n":%d`, i)))
 	}
-	eventually(t, "20 deliveries", func() bool { return done.Load() == 20 })
+	wait.Until(t, "20 deliveries", func() bool { return done.Load() == 20 })
 	if most.Load() != 1 {
 		t.Fatalf("%d attempts ran at once, want 1", most.Load())
 	}
@@ -201,16 +203,16 @@ func TestWebhookMaxInFlightE2E(t *testing.T) {
 func TestWebhookRateLimitFleetE2E(t *testing.T) {
 	dsn := fleetDSN(t)
 	fleet := startFleet(t, dsn, 2)
-	rc := newReceiver(t)
+	rc := testkit.NewRecorder(t)
 	const perSecond, total = 4, 12
-	hook := fleet[0].createWebhook(t, "rl", map[string]any{"name": "rl", "url": rc.url("/rl"), "events": []string{"job_finished"}, "rateLimit": perSecond})
+	hook := fleet[0].createWebhook(t, "rl", map[string]any{"name": "rl", "url": rc.URL("/rl"), "events": []string{"job_finished"}, "rateLimit": perSecond})
 	waitListed(t, fleet, "rl", hook.ID)
 	start := time.Now()
 	for i := range total {
 		fleet[i%2].mustIngest(t, job("rl", fmt.Sprintf(`,"n":%d`, i)))
 	}
-	eventuallyWithin(t, time.Minute, "every delivery", func() bool { return rc.count("/rl") == total })
-	got := rc.requests("/rl")
+	wait.Within(t, time.Minute, "every delivery", func() bool { return rc.Count("/rl") == total })
+	got := rc.Requests("/rl")
 	// Slots are 250ms apart fleet-wide: eleven gaps take 2.75s at least,
 	// less a little for the network's jitter on the first and last.
 	if span := got[total-1].At.Sub(start); span < 2500*time.Millisecond {
@@ -254,17 +256,11 @@ func newForwardProxy(t *testing.T, addr, user, pass string, hosts map[string]str
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &forwardProxy{ln: ln, hosts: hosts, auth: "Basic " + basic(user, pass)}
+	p := &forwardProxy{ln: ln, hosts: hosts, auth: testkit.BasicAuth(user, pass)}
 	p.srv = &http.Server{Handler: p}
 	go p.srv.Serve(ln)
 	t.Cleanup(func() { p.srv.Close() })
 	return p
-}
-
-func basic(user, pass string) string {
-	r := &http.Request{Header: http.Header{}}
-	r.SetBasicAuth(user, pass)
-	return strings.TrimPrefix(r.Header.Get("Authorization"), "Basic ")
 }
 
 func (p *forwardProxy) requests() []string {
@@ -334,17 +330,15 @@ func (p *forwardProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // a proxy that is down fails the attempt, which is retried; the proxy's
 // credentials show nowhere.
 func TestEgressProxyE2E(t *testing.T) {
-	rc := newReceiver(t)
-	tlsEndpoint := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rc.serve(w, r)
-	}))
+	rc := testkit.NewRecorder(t)
+	tlsEndpoint := httptest.NewTLSServer(rc)
 	defer tlsEndpoint.Close()
 	// The sidecar trusts the test server's certificate (for example.com).
 	certFile := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tlsEndpoint.Certificate().Raw}), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	plainAddr := strings.TrimPrefix(rc.url(""), "http://")
+	plainAddr := rc.Addr()
 	const user, pass = "sender", "proxy-pass-77a1"
 	proxy := newForwardProxy(t, "127.0.0.1:0", user, pass, map[string]string{
 		"hooks.invalid:80": plainAddr,
@@ -357,10 +351,10 @@ func TestEgressProxyE2E(t *testing.T) {
 
 	viaHTTP := s.createWebhook(t, "app1", map[string]any{"name": "http", "url": "http://hooks.invalid/plain", "events": []string{"job_finished"}})
 	viaTLS := s.createWebhook(t, "app1", map[string]any{"name": "https", "url": "https://example.com/tls", "events": []string{"job_finished"}})
-	direct := s.createWebhook(t, "app1", map[string]any{"name": "direct", "url": rc.url("/direct"), "events": []string{"job_finished"}})
+	direct := s.createWebhook(t, "app1", map[string]any{"name": "direct", "url": rc.URL("/direct"), "events": []string{"job_finished"}})
 	s.mustIngest(t, job("app1", ""))
-	eventually(t, "three deliveries", func() bool {
-		return rc.count("/plain") == 1 && rc.count("/tls") == 1 && rc.count("/direct") == 1
+	wait.Until(t, "three deliveries", func() bool {
+		return rc.Count("/plain") == 1 && rc.Count("/tls") == 1 && rc.Count("/direct") == 1
 	})
 	seen := strings.Join(proxy.requests(), ", ")
 	if !strings.Contains(seen, "POST hooks.invalid:80") || !strings.Contains(seen, "CONNECT example.com:443") {
@@ -369,6 +363,9 @@ func TestEgressProxyE2E(t *testing.T) {
 	if strings.Contains(seen, "127.0.0.1") {
 		t.Errorf("a no_proxy destination went through the proxy: %s", seen)
 	}
+	// An endpoint counts a request before the sender reads its answer
+	// and records the attempt.
+	s.settled(t, "app1", viaHTTP.ID, viaTLS.ID, direct.ID)
 	for _, h := range []webhookJSON{viaHTTP, viaTLS, direct} {
 		if ds := s.deliveries(t, "app1", h.ID); len(ds) != 1 || ds[0].Status != "succeeded" {
 			t.Errorf("%s: %+v", h.Name, ds)
@@ -379,7 +376,7 @@ func TestEgressProxyE2E(t *testing.T) {
 	proxy.srv.Close() // its listener and the sidecar's kept-alive connections
 	s.mustIngest(t, job("app1", `,"n":2`))
 	var failedOnce deliveryJSON
-	eventually(t, "a failed attempt through the proxy that is down", func() bool {
+	wait.Until(t, "a failed attempt through the proxy that is down", func() bool {
 		ds := s.deliveries(t, "app1", viaHTTP.ID)
 		for _, d := range ds {
 			if d.Status == "pending" && d.Attempts >= 1 {
@@ -393,7 +390,7 @@ func TestEgressProxyE2E(t *testing.T) {
 		t.Errorf("attempt through a proxy that is down recorded %q", failedOnce.LastError)
 	}
 	newForwardProxy(t, proxyAddr, user, pass, map[string]string{"hooks.invalid:80": plainAddr})
-	eventually(t, "the retry once the proxy is back", func() bool { return rc.count("/plain") == 2 })
+	wait.Until(t, "the retry once the proxy is back", func() bool { return rc.Count("/plain") == 2 })
 
 	var texts []string
 	for _, h := range []webhookJSON{viaHTTP, viaTLS} {
@@ -415,7 +412,7 @@ func TestEgressProxyE2E(t *testing.T) {
 // A delivery carries the ingest's trace id with a new parent id and the
 // trace state; behind Caddy's tracing directive, the ingest span's trace.
 func TestTraceContextE2E(t *testing.T) {
-	tracedPort := testcaddy.FreePort(t)
+	tracedPort := testkit.FreePort(t)
 	cfg := senderConfig{Sites: fmt.Sprintf(`
 http://127.0.0.1:%d {
 	handle /events {
@@ -426,20 +423,15 @@ http://127.0.0.1:%d {
 }
 `, tracedPort)}
 	s := startSender(t, cfg, "")
-	rc := newReceiver(t)
-	s.createWebhook(t, "app1", map[string]any{"name": "t", "url": rc.url("/t"), "events": []string{"job_finished"}})
+	rc := testkit.NewRecorder(t)
+	s.createWebhook(t, "app1", map[string]any{"name": "t", "url": rc.URL("/t"), "events": []string{"job_finished"}})
 
-	req, _ := http.NewRequest(http.MethodPost, s.ingestURL(), strings.NewReader(string(job("app1", ""))))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
-	req.Header.Set("tracestate", "congo=t61rcWkgMzE")
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	eventually(t, "the delivery", func() bool { return rc.count("/t") == 1 })
-	h := rc.requests("/t")[0].Header
+	testkit.Call(t, http.MethodPost, s.ingestURL(), job("app1", ""), http.Header{
+		"Traceparent": {"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+		"Tracestate":  {"congo=t61rcWkgMzE"},
+	})
+	wait.Until(t, "the delivery", func() bool { return rc.Count("/t") == 1 })
+	h := rc.Requests("/t")[0].Header
 	tp := strings.Split(h.Get("traceparent"), "-")
 	if len(tp) != 4 || tp[1] != "0af7651916cd43dd8448eb211c80319c" || tp[2] == "b7ad6b7169203331" {
 		t.Errorf("traceparent %q: want trace 0af7651916cd43dd8448eb211c80319c with a new parent id", h.Get("traceparent"))
@@ -450,19 +442,13 @@ http://127.0.0.1:%d {
 
 	// The traced route: no traceparent in, the ingest span's trace out.
 	tracedURL := fmt.Sprintf("http://127.0.0.1:%d/events", tracedPort)
-	req, _ = http.NewRequest(http.MethodPost, tracedURL, strings.NewReader(string(job("app1", `,"n":2`))))
-	req.Header.Set("Content-Type", "application/json")
-	resp, err = client.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	a := testkit.Call(t, http.MethodPost, tracedURL, job("app1", `,"n":2`), nil)
+	traceID := a.Header.Get("X-Trace-Id")
+	if a.Status != http.StatusAccepted || len(traceID) != 32 {
+		t.Fatalf("traced ingest answered %d with trace id %q", a.Status, traceID)
 	}
-	resp.Body.Close()
-	traceID := resp.Header.Get("X-Trace-Id")
-	if resp.StatusCode != http.StatusAccepted || len(traceID) != 32 {
-		t.Fatalf("traced ingest answered %d with trace id %q", resp.StatusCode, traceID)
-	}
-	eventually(t, "the traced delivery", func() bool { return rc.count("/t") == 2 })
-	if got := rc.requests("/t")[1].Header.Get("traceparent"); !strings.HasPrefix(got, "00-"+traceID+"-") {
+	wait.Until(t, "the traced delivery", func() bool { return rc.Count("/t") == 2 })
+	if got := rc.Requests("/t")[1].Header.Get("traceparent"); !strings.HasPrefix(got, "00-"+traceID+"-") {
 		t.Errorf("delivery of the traced ingest has traceparent %q, want the span's trace %s", got, traceID)
 	}
 }

@@ -15,6 +15,9 @@ import (
 
 	"github.com/chromedp/cdproto/target"
 	"github.com/chromedp/chromedp"
+
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 )
 
 // serviceListener reserves the address of a service's own site. It is
@@ -68,7 +71,7 @@ iframe { display: block; border: 0; width: 100%%; height: 1400px; background: #f
 func portalFrame(t *testing.T, ctx context.Context, portalOrigin string) context.Context {
 	t.Helper()
 	var info *target.Info
-	deadline := time.Now().Add(waitMax)
+	deadline := time.Now().Add(wait.Default)
 	for info == nil {
 		infos, err := chromedp.Targets(ctx)
 		if err != nil {
@@ -106,7 +109,7 @@ func TestPortalInIframe(t *testing.T) {
 			theme --font "Georgia, serif"`)
 	serveService(t, allowed, p, appID)
 	serveService(t, refused, p, appID)
-	rc := newReceiver(t)
+	rc := testkit.NewRecorder(t)
 	portalOrigin := strings.TrimSuffix(p.portalURL(""), "/")
 
 	ctx := newBrowser(t, browser)
@@ -132,18 +135,18 @@ func TestPortalInIframe(t *testing.T) {
 	step(t, frame, "start a new webhook", chromedp.Click(chromedp.CSS("a.button.primary")), chromedp.WaitVisible(chromedp.CSS("#f-name")))
 	step(t, frame, "fill the form",
 		chromedp.SendKeys(chromedp.CSS("#f-name"), "Our CI"),
-		chromedp.SendKeys(chromedp.CSS("#f-url"), rc.url("/ci")),
+		chromedp.SendKeys(chromedp.CSS("#f-url"), rc.URL("/ci")),
 		chromedp.Click(chromedp.CSS("#f-ev-job_finished")),
 		chromedp.Click(chromedp.CSS("form button.primary")),
 		chromedp.WaitVisible(chromedp.CSS("#send-test")))
 	hooks := p.listWebhooks(t, appID)
-	if len(hooks) != 1 || hooks[0].URL != rc.url("/ci") || hooks[0].Name != "Our CI" {
+	if len(hooks) != 1 || hooks[0].URL != rc.URL("/ci") || hooks[0].Name != "Our CI" {
 		t.Fatalf("after creating in the portal the app has %+v, want the one webhook", hooks)
 	}
 
 	step(t, frame, "send a test event", chromedp.Click(chromedp.CSS("#send-test")),
 		chromedp.WaitVisible(chromedp.CSS(`#history tr[data-status="succeeded"]`)))
-	if n := rc.count("/ci"); n != 1 {
+	if n := rc.Count("/ci"); n != 1 {
 		t.Fatalf("the receiver got %d requests after the test event, want 1", n)
 	}
 	portalShot(t, ctx, frame, "portal-history-1280.png")
@@ -152,7 +155,7 @@ func TestPortalInIframe(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#delivery-status[data-delivery-status="succeeded"]`)))
 	step(t, frame, "resend", chromedp.Click(chromedp.CSS("#resend")),
 		until(`document.querySelectorAll('.attempts > li').length === 2 && document.querySelector('#delivery-status')?.dataset.deliveryStatus === 'succeeded'`))
-	if n := rc.count("/ci"); n != 2 {
+	if n := rc.Count("/ci"); n != 2 {
 		t.Errorf("the receiver got %d requests after the resend, want 2", n)
 	}
 	portalShot(t, ctx, frame, "portal-delivery-1280.png")

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 )
 
 // portalSite is a site that end users reach: webhook_portal under
@@ -39,7 +40,7 @@ type portalSender struct {
 
 func startPortalSender(t *testing.T, options string) *portalSender {
 	t.Helper()
-	port := testcaddy.FreePort(t)
+	port := testkit.FreePort(t)
 	s := startSender(t, senderConfig{Sites: portalSite(port, options)}, "")
 	return &portalSender{sender: s, portalPort: port}
 }
@@ -85,30 +86,16 @@ func (s *sender) revokeTokens(t *testing.T, appID string) {
 // empty) and a JSON body (a string, sent as is, or nil).
 func bearer(t *testing.T, method, u, auth, body string) (int, []byte, http.Header) {
 	t.Helper()
-	var rd io.Reader
+	var b any
 	if body != "" {
-		rd = strings.NewReader(body)
+		b = body
 	}
-	req, err := http.NewRequest(method, u, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
+	header := http.Header{}
 	if auth != "" {
-		req.Header.Set("Authorization", auth)
+		header.Set("Authorization", auth)
 	}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, u, err)
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: reading answer: %v", method, u, err)
-	}
-	return resp.StatusCode, out, resp.Header
+	a := testkit.Call(t, method, u, b, header)
+	return a.Status, a.Body, a.Header
 }
 
 // tamper changes one character in the middle of a token (inside its MAC).
@@ -132,7 +119,7 @@ func TestPortalScopes(t *testing.T) {
 	// Every failure below is an invalid token from one address: the limit
 	// is raised so the table is not cut short (TestPortalRateLimit checks it).
 	p := startPortalSender(t, "max_token_failures 100000 1m")
-	rc := newReceiver(t)
+	rc := testkit.NewRecorder(t)
 	const own, other = "tenant-a", "tenant-b"
 
 	// The expired token is minted first, with the shortest TTL, so it has
@@ -147,11 +134,11 @@ func TestPortalScopes(t *testing.T) {
 
 	type fixture struct{ hook, del, delivery, event string }
 	setup := func(app string) fixture {
-		hook := p.createWebhook(t, app, map[string]any{"name": "main", "url": rc.url("/" + app), "events": []string{"job_finished"}})
-		del := p.createWebhook(t, app, map[string]any{"name": "to delete", "url": rc.url("/" + app + "/del"), "events": []string{"job_created"}})
+		hook := p.createWebhook(t, app, map[string]any{"name": "main", "url": rc.URL("/" + app), "events": []string{"job_finished"}})
+		del := p.createWebhook(t, app, map[string]any{"name": "to delete", "url": rc.URL("/" + app + "/del"), "events": []string{"job_created"}})
 		ev := p.mustIngest(t, fmt.Appendf(nil, `{"event":"job_finished","data":{"appId":%q}}`, app))
 		var ds []deliveryJSON
-		eventually(t, "the delivery of "+app+" to succeed", func() bool {
+		wait.Until(t, "the delivery of "+app+" to succeed", func() bool {
 			ds = p.deliveries(t, app, hook.ID)
 			return len(ds) == 1 && ds[0].Status == "succeeded"
 		})
@@ -174,7 +161,7 @@ func TestPortalScopes(t *testing.T) {
 	hook := "/webhooks/apps/{app}/webhooks/{hook}"
 	routes := []route{
 		{"GET", "/webhooks/apps/{app}/webhooks", "", 200},
-		{"POST", "/webhooks/apps/{app}/webhooks", `{"name":"new","url":"` + rc.url("/new") + `","events":["job_created"]}`, 201},
+		{"POST", "/webhooks/apps/{app}/webhooks", `{"name":"new","url":"` + rc.URL("/new") + `","events":["job_created"]}`, 201},
 		{"GET", hook, "", 200},
 		{"PATCH", hook, `{"name":"renamed"}`, 200},
 		{"GET", hook + "/deliveries", "", 200},
@@ -394,20 +381,20 @@ func TestPortalFleet(t *testing.T) {
 	dsn := fleetDSN(t)
 	var fleet []*portalSender
 	for range 2 {
-		port := testcaddy.FreePort(t)
+		port := testkit.FreePort(t)
 		proc := testcaddy.Start(t, testcaddy.Config{
-			Caddyfile: senderConfig{Port: testcaddy.FreePort(t), Storage: "{env.WEBHOOKS_DSN}", Sites: portalSite(port, "")}.caddyfile(),
+			Caddyfile: senderConfig{Port: testkit.FreePort(t), Storage: "{env.WEBHOOKS_DSN}", Sites: portalSite(port, "")}.caddyfile(),
 			Env:       []string{"WEBHOOKS_DSN=" + dsn},
 		})
 		fleet = append(fleet, &portalSender{sender: &sender{Process: proc}, portalPort: port})
 	}
 	a, b := fleet[0], fleet[1]
-	rc := newReceiver(t)
+	rc := testkit.NewRecorder(t)
 	token := a.mintToken(t, "fleet-app", "")
 	auth := "Bearer " + token.Token
 
 	status, raw, _ := bearer(t, "POST", b.portalURL("/webhooks/apps/fleet-app/webhooks"), auth,
-		`{"name":"from b","url":"`+rc.url("/b")+`","events":["job_finished"]}`)
+		`{"name":"from b","url":"`+rc.URL("/b")+`","events":["job_finished"]}`)
 	if status != 201 {
 		t.Fatalf("a token minted on sidecar A, used on sidecar B to create a webhook, answered %d %s, want 201", status, raw)
 	}

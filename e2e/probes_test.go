@@ -6,6 +6,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 )
 
 // These are the probes of bad input and hostile clients, against a real
@@ -17,11 +20,11 @@ import (
 // ingest and deliveries.
 func TestProbeFailedConfigChangeKeepsAdminAPIAndMetrics(t *testing.T) {
 	const app = "probe-reload"
-	rc := newReceiver(t)
+	rc := testkit.NewRecorder(t)
 	s := startSender(t, senderConfig{}, "")
-	hook := s.createWebhook(t, app, map[string]any{"name": "r", "url": rc.url("/r"), "events": []string{"job_created"}})
+	hook := s.createWebhook(t, app, map[string]any{"name": "r", "url": rc.URL("/r"), "events": []string{"job_created"}})
 	s.mustIngest(t, []byte(`{"event":"job_created","data":{"appId":"probe-reload","n":0}}`))
-	eventually(t, "the first delivery never arrived", func() bool { return rc.count("/r") == 1 })
+	wait.Until(t, "the first delivery never arrived", func() bool { return rc.Count("/r") == 1 })
 
 	for i, change := range []struct{ method, path, body string }{
 		{http.MethodPost, "/config/apps/webhooks/retry_schedule/0", `{"bogus":1}`},
@@ -42,19 +45,19 @@ func TestProbeFailedConfigChangeKeepsAdminAPIAndMetrics(t *testing.T) {
 			t.Fatalf("after %s %s failed, the admin endpoint's GET /webhooks/apps/%s/webhooks answered %d %s, want 200 with the webhook",
 				change.method, change.path, app, status, body)
 		}
-		text := s.metricsText(t)
+		m := s.metrics(t)
 		for _, name := range []string{"caddy_webhooks_events_received_total", "caddy_webhooks_delivery_attempts_total",
 			"caddy_webhooks_outbox_pending", "caddy_webhooks_delivery_duration_seconds_count"} {
-			if _, ok := metricValue(text, name); !ok {
+			if _, ok := m.Value(name); !ok {
 				t.Errorf("after %s %s failed, /metrics has no %s", change.method, change.path, name)
 			}
 		}
-		if v, ok := metricValue(text, "caddy_webhooks_events_received_total", `event="job_created"`); !ok || v < float64(i+1) {
+		if v, ok := m.Value("caddy_webhooks_events_received_total", "event", "job_created"); !ok || v < float64(i+1) {
 			t.Errorf("after %s %s failed, caddy_webhooks_events_received_total{event=\"job_created\"} = %v, want at least %d", change.method, change.path, v, i+1)
 		}
 		s.mustIngest(t, fmt.Appendf(nil, `{"event":"job_created","data":{"appId":%q,"n":%d}}`, app, i+1))
-		eventually(t, "a delivery after a failed config change never arrived", func() bool { return rc.count("/r") == i+2 })
-		created := s.createWebhook(t, app, map[string]any{"name": fmt.Sprint("after ", i), "url": rc.url("/other"), "events": []string{"job_finished"}})
+		wait.Until(t, "a delivery after a failed config change never arrived", func() bool { return rc.Count("/r") == i+2 })
+		created := s.createWebhook(t, app, map[string]any{"name": fmt.Sprint("after ", i), "url": rc.URL("/other"), "events": []string{"job_finished"}})
 		if created.ID == "" {
 			t.Fatalf("create through the admin endpoint after a failed change returned no id")
 		}
@@ -86,7 +89,7 @@ func TestProbeAdminEndpointNeverReached(t *testing.T) {
 		t.Fatalf("test delivery answered %d %s, want 202", status, body)
 	}
 	var d deliveryJSON
-	eventually(t, "the test delivery to the admin endpoint never finished", func() bool {
+	wait.Until(t, "the test delivery to the admin endpoint never finished", func() bool {
 		ds := s.deliveries(t, app, hook.ID)
 		if len(ds) == 1 && ds[0].Status != "pending" {
 			d = ds[0]
@@ -106,9 +109,9 @@ func TestProbeAdminEndpointNeverReached(t *testing.T) {
 // on the API and at ingest, so nothing is stored under it; a webhook
 // deleted under a valid id stays deleted across restarts.
 func TestProbeAppIDs(t *testing.T) {
-	rc := newReceiver(t)
+	rc := testkit.NewRecorder(t)
 	s := startSender(t, senderConfig{}, "")
-	hook := map[string]any{"name": "x", "url": rc.url("/x"), "events": []string{"job_created"}}
+	hook := map[string]any{"name": "x", "url": rc.URL("/x"), "events": []string{"job_created"}}
 	for _, id := range []string{"bad%FFapp", "bad%EF%BF%BDapp", "a%2Fb", "a%00b", strings.Repeat("a", 5000)} {
 		u := s.adminURL("/webhooks/apps/" + id + "/webhooks")
 		status, body := call(t, http.MethodPost, u, hook)
@@ -145,10 +148,10 @@ func TestProbeAppIDs(t *testing.T) {
 // Ingest refuses what receivers would read differently and a reused
 // Idempotency-Key with another body; nothing of it is delivered.
 func TestProbeIngestBodies(t *testing.T) {
-	rc := newReceiver(t)
+	rc := testkit.NewRecorder(t)
 	s := startSender(t, senderConfig{}, "")
-	h1 := s.createWebhook(t, "app1", map[string]any{"name": "1", "url": rc.url("/app1"), "events": []string{"job_created"}})
-	h2 := s.createWebhook(t, "app2", map[string]any{"name": "2", "url": rc.url("/app2"), "events": []string{"job_created"}})
+	h1 := s.createWebhook(t, "app1", map[string]any{"name": "1", "url": rc.URL("/app1"), "events": []string{"job_created"}})
+	h2 := s.createWebhook(t, "app2", map[string]any{"name": "2", "url": rc.URL("/app2"), "events": []string{"job_created"}})
 	for _, body := range []string{
 		"{\"event\":\"job_created\",\"data\":{\"appId\":\"app1\",\"name\":\"caf\xe9\"}}",
 		`{"event":"job_created","data":{"appId":"app2","appId":"app1"}}`,
@@ -160,19 +163,8 @@ func TestProbeIngestBodies(t *testing.T) {
 		}
 	}
 	post := func(body, key string) (int, string) {
-		req, _ := http.NewRequest(http.MethodPost, s.ingestURL(), strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Idempotency-Key", key)
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var b strings.Builder
-		_, _ = fmt.Fprint(&b, resp.Status)
-		buf := make([]byte, 4096)
-		n, _ := resp.Body.Read(buf)
-		return resp.StatusCode, string(buf[:n])
+		a := testkit.Call(t, http.MethodPost, s.ingestURL(), body, http.Header{"Idempotency-Key": {key}})
+		return a.Status, string(a.Body)
 	}
 	first := `{"event":"job_created","data":{"appId":"app1","n":1}}`
 	if status, out := post(first, "order-42"); status != http.StatusAccepted {
@@ -184,7 +176,7 @@ func TestProbeIngestBodies(t *testing.T) {
 	if status, out := post(first, "order-42"); status != http.StatusOK {
 		t.Errorf("the key with the same body answered %d %s, want 200", status, out)
 	}
-	eventually(t, "the accepted event was never delivered", func() bool { return rc.count("/app1") == 1 })
+	wait.Until(t, "the accepted event was never delivered", func() bool { return rc.Count("/app1") == 1 })
 	if n := len(s.deliveries(t, "app1", h1.ID)); n != 1 {
 		t.Errorf("app1 has %d deliveries, want 1", n)
 	}
@@ -197,7 +189,7 @@ func TestProbeIngestBodies(t *testing.T) {
 // webhook_admin site, never a redirect.
 func TestProbeNonCanonicalPaths(t *testing.T) {
 	s := startSender(t, senderConfig{}, "")
-	noRedirect := &http.Client{Transport: client.Transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	noRedirect := &http.Client{Transport: testkit.Client().Transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	for _, p := range []string{"/webhooks/apps/app1/../../events", "/webhooks//apps", "/webhooks/apps/./x/webhooks", "/webhooks/apps/%2e%2e/events"} {
 		req, _ := http.NewRequest(http.MethodGet, s.siteURL(""), nil)
 		req.URL.Opaque = p // sent as written, not cleaned by the client

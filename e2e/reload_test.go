@@ -6,7 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 )
 
 // TestReloadKeepsPending reloads Caddy with a changed config while
@@ -17,18 +18,18 @@ func TestReloadKeepsPending(t *testing.T) {
 		app    = "reload-app"
 		events = 20
 	)
-	rc := newReceiver(t)
-	rc.setRespond(always(http.StatusInternalServerError))
+	rc := testkit.NewRecorder(t)
+	rc.SetRespond(testkit.Always(http.StatusInternalServerError))
 	s := startSender(t, senderConfig{RetrySchedule: "1s 1s 1s 1s 1s 1s 1s 1s"}, "")
-	hook := s.createWebhook(t, app, map[string]any{"name": "down for now", "url": rc.url("/hook"), "events": []string{"job_finished"}})
+	hook := s.createWebhook(t, app, map[string]any{"name": "down for now", "url": rc.URL("/hook"), "events": []string{"job_finished"}})
 
 	ids := map[string]bool{}
 	for i := range events {
 		a := s.mustIngest(t, fmt.Appendf(nil, `{"event":"job_finished","data":{"appId":%q,"n":%d}}`, app, i))
 		ids[a.ID] = true
 	}
-	eventually(t, "the failing endpoint never got the first attempt of every event", func() bool {
-		return rc.count("/hook") >= events
+	wait.Until(t, "the failing endpoint never got the first attempt of every event", func() bool {
+		return rc.Count("/hook") >= events
 	})
 	pending := 0
 	for _, d := range s.deliveries(t, app, hook.ID) {
@@ -42,7 +43,7 @@ func TestReloadKeepsPending(t *testing.T) {
 
 	cfg := s.cfg // keeps the site port
 	// A changed config: another retry schedule and one more site.
-	extraPort := testcaddy.FreePort(t)
+	extraPort := testkit.FreePort(t)
 	cfg.RetrySchedule = "500ms 500ms 500ms 500ms 500ms 500ms 500ms 500ms"
 	cfg.Sites = fmt.Sprintf("http://127.0.0.1:%d {\n\trespond \"added by reload\"\n}\n", extraPort)
 	if err := s.Reload(cfg.caddyfile()); err != nil {
@@ -54,10 +55,10 @@ func TestReloadKeepsPending(t *testing.T) {
 	}
 	s.cfg = cfg
 
-	rc.setRespond(always(http.StatusOK))
+	rc.SetRespond(testkit.Always(http.StatusOK))
 	delivered := func() int {
 		n := map[string]bool{}
-		for _, r := range rc.requests("/hook") {
+		for _, r := range rc.Requests("/hook") {
 			if ids[r.Header.Get("webhook-id")] {
 				n[r.Header.Get("webhook-id")] = true
 			}
@@ -65,7 +66,7 @@ func TestReloadKeepsPending(t *testing.T) {
 		return len(n)
 	}
 	// Count only answers after the fix: the receiver answers 200 from here on.
-	eventually(t, "not every pending event was delivered after the reload", func() bool {
+	wait.Until(t, "not every pending event was delivered after the reload", func() bool {
 		ok := map[string]bool{}
 		for _, d := range s.deliveries(t, app, hook.ID) {
 			if d.Status == "succeeded" {
@@ -101,14 +102,14 @@ func TestReloadKeepsPending(t *testing.T) {
 // where one before the reload made as many as the old one gave.
 func TestReloadAppliesRetrySchedule(t *testing.T) {
 	const app = "reload-schedule-app"
-	rc := newReceiver(t)
-	rc.setRespond(always(http.StatusInternalServerError))
+	rc := testkit.NewRecorder(t)
+	rc.SetRespond(testkit.Always(http.StatusInternalServerError))
 	s := startSender(t, senderConfig{RetrySchedule: "100ms"}, "")
-	hook := s.createWebhook(t, app, map[string]any{"name": "always down", "url": rc.url("/down"), "events": []string{"job_created"}})
+	hook := s.createWebhook(t, app, map[string]any{"name": "always down", "url": rc.URL("/down"), "events": []string{"job_created"}})
 	attemptsOf := func(eventID string) int {
 		t.Helper()
 		var attempts int
-		eventually(t, "the delivery never failed", func() bool {
+		wait.Until(t, "the delivery never failed", func() bool {
 			for _, d := range s.deliveries(t, app, hook.ID) {
 				if d.EventID == eventID && d.Status == "failed" {
 					attempts = d.Attempts
@@ -134,7 +135,7 @@ func TestReloadAppliesRetrySchedule(t *testing.T) {
 	if n := attemptsOf(after.ID); n != 5 {
 		t.Fatalf("after a reload to retry_schedule 100ms 100ms 100ms 100ms a failing delivery made %d attempts, want 5", n)
 	}
-	if n := rc.count("/down"); n != 7 {
+	if n := rc.Count("/down"); n != 7 {
 		t.Errorf("the endpoint got %d requests, want 7 (2 before the reload, 5 after)", n)
 	}
 }

@@ -8,7 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 )
 
 // TestSenderToReceiver delivers through both sides: the sender signs, a
@@ -19,8 +20,8 @@ func TestSenderToReceiver(t *testing.T) {
 		app    = capawesomeAppID
 		secret = "round-trip-secret"
 	)
-	backend := newReceiver(t)
-	xsigPort, stdPort := testcaddy.FreePort(t), testcaddy.FreePort(t)
+	backend := testkit.NewRecorder(t)
+	xsigPort, stdPort := testkit.FreePort(t), testkit.FreePort(t)
 	whsec := "whsec_" + base64.StdEncoding.EncodeToString([]byte(secret))
 	sites := fmt.Sprintf(`
 http://127.0.0.1:%d {
@@ -37,7 +38,7 @@ http://127.0.0.1:%d {
 	}
 	reverse_proxy %s
 }
-`, xsigPort, secret, backend.srv.Listener.Addr(), stdPort, whsec, backend.srv.Listener.Addr())
+`, xsigPort, secret, backend.Addr(), stdPort, whsec, backend.Addr())
 	s := startSender(t, senderConfig{Sites: sites}, "")
 
 	s.createWebhook(t, app, map[string]any{"name": "x-signature receiver", "url": fmt.Sprintf("http://127.0.0.1:%d/x", xsigPort), "events": []string{"job_finished"}, "secret": secret})
@@ -46,11 +47,11 @@ http://127.0.0.1:%d {
 	if a := s.mustIngest(t, []byte(capawesomeJobFinished)); a.Deliveries != 2 {
 		t.Fatalf("ingest answered deliveries=%d, want 2", a.Deliveries)
 	}
-	eventually(t, "the backend behind webhook_verify did not get both signed deliveries", func() bool {
-		return backend.count("/x") == 1 && backend.count("/std") == 1
+	wait.Until(t, "the backend behind webhook_verify did not get both signed deliveries", func() bool {
+		return backend.Count("/x") == 1 && backend.Count("/std") == 1
 	})
 	for _, path := range []string{"/x", "/std"} {
-		if got := backend.requests(path)[0].Body; !bytes.Equal(got, []byte(capawesomeJobFinished)) {
+		if got := backend.Requests(path)[0].Body; !bytes.Equal(got, []byte(capawesomeJobFinished)) {
 			t.Errorf("backend behind webhook_verify (%s) got body %q, want the event's bytes", path, got)
 		}
 	}
@@ -59,21 +60,16 @@ http://127.0.0.1:%d {
 	for _, c := range []struct {
 		name, sig string
 	}{{"unsigned", ""}, {"wrongly signed", strings.Repeat("0", 64)}} {
-		req, _ := http.NewRequest(http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/x", xsigPort), strings.NewReader(capawesomeJobFinished))
-		req.Header.Set("Content-Type", "application/json")
+		header := http.Header{}
 		if c.sig != "" {
-			req.Header.Set("X-Signature", c.sig)
+			header.Set("X-Signature", c.sig)
 		}
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusUnauthorized {
-			t.Errorf("%s request to webhook_verify answered %d, want 401", c.name, resp.StatusCode)
+		a := testkit.Call(t, http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/x", xsigPort), capawesomeJobFinished, header)
+		if a.Status != http.StatusUnauthorized {
+			t.Errorf("%s request to webhook_verify answered %d, want 401", c.name, a.Status)
 		}
 	}
-	if n := backend.count("/x"); n != 1 {
+	if n := backend.Count("/x"); n != 1 {
 		t.Errorf("backend got %d requests on /x, want only the signed delivery", n)
 	}
 }

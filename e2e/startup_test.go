@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"net/http"
 	"os"
@@ -11,12 +10,14 @@ import (
 	"testing"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 )
 
 // TestAdminAPIWithoutApp runs Caddy with no webhooks app: the management
 // API on the admin endpoint answers 404 with a JSON error saying so.
 func TestAdminAPIWithoutApp(t *testing.T) {
-	port := testcaddy.FreePort(t)
+	port := testkit.FreePort(t)
 	p := testcaddy.Start(t, testcaddy.Config{Caddyfile: fmt.Sprintf("{\n\tadmin {ADMIN}\n}\n\nhttp://127.0.0.1:%d {\n\trespond \"no webhooks here\"\n}\n", port)})
 	for _, path := range []string{"/webhooks/apps", "/webhooks/events", "/webhooks/apps/app1/webhooks"} {
 		a := send(t, http.MethodGet, "http://"+p.Admin+path, "", nil)
@@ -28,7 +29,7 @@ func TestAdminAPIWithoutApp(t *testing.T) {
 // global option: the sender runs with every default, its store in Caddy's
 // data directory.
 func TestEventsWithoutGlobalOption(t *testing.T) {
-	port := testcaddy.FreePort(t)
+	port := testkit.FreePort(t)
 	p := testcaddy.Start(t, testcaddy.Config{Caddyfile: fmt.Sprintf("{\n\tadmin {ADMIN}\n}\n\nhttp://127.0.0.1:%d {\n\twebhook_events\n}\n", port)})
 	u := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	status, body := ingest(t, u, []byte(`{"event":"job_finished","data":{"appId":"defaults-app"}}`))
@@ -60,10 +61,10 @@ const (
 // Caddy on it with another key: it refuses to start, saying why without
 // showing either key; the right key opens it again with its webhooks.
 func TestWrongEncryptionKeyFailsStart(t *testing.T) {
-	rc := newReceiver(t)
+	rc := testkit.NewRecorder(t)
 	cfg := senderConfig{Options: "encryption_key " + encryptionKey}
 	s := startSender(t, cfg, "")
-	hook := s.createWebhook(t, "key-app", map[string]any{"name": "kept", "url": rc.url("/kept"), "events": []string{"job_created"}})
+	hook := s.createWebhook(t, "key-app", map[string]any{"name": "kept", "url": rc.URL("/kept"), "events": []string{"job_created"}})
 	s.Stop()
 
 	wrong := s.cfg
@@ -99,10 +100,10 @@ func TestWrongEncryptionKeyFailsStart(t *testing.T) {
 // encryption key: the reload fails, naming why, and the running config
 // keeps delivering from the same store.
 func TestReloadCannotChangeEncryptionKey(t *testing.T) {
-	rc := newReceiver(t)
+	rc := testkit.NewRecorder(t)
 	s := startSender(t, senderConfig{Options: "encryption_key " + encryptionKey}, "")
 	const app = "rekey-app"
-	hook := s.createWebhook(t, app, map[string]any{"name": "stays", "url": rc.url("/stays"), "events": []string{"job_created"}})
+	hook := s.createWebhook(t, app, map[string]any{"name": "stays", "url": rc.URL("/stays"), "events": []string{"job_created"}})
 
 	other := s.cfg
 	other.Options = "encryption_key " + otherEncryptionKey
@@ -125,7 +126,7 @@ func TestReloadCannotChangeEncryptionKey(t *testing.T) {
 	if a.Deliveries != 1 {
 		t.Fatalf("ingest after the failed reload answered deliveries=%d, want 1", a.Deliveries)
 	}
-	eventually(t, "the event after the failed reload was not delivered", func() bool {
+	wait.Until(t, "the event after the failed reload was not delivered", func() bool {
 		for _, d := range s.deliveries(t, app, hook.ID) {
 			if d.EventID == a.ID && d.Status == "succeeded" {
 				return true
@@ -150,10 +151,10 @@ func TestFullDiskAnswers503(t *testing.T) {
 	}
 	// Registered before the sender starts, so it runs after Caddy is killed.
 	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
-	rc := newReceiver(t)
+	rc := testkit.NewRecorder(t)
 	s := startSender(t, senderConfig{Storage: fmt.Sprintf("badger {\n\t\t\tpath %s\n\t\t\tmemtable_size 4MiB\n\t\t\tmin_free_space 16MiB\n\t\t}", filepath.Join(mnt, "db"))}, "")
 	const app = "full-disk-app"
-	hook := s.createWebhook(t, app, map[string]any{"name": "before", "url": rc.url("/before"), "events": []string{"job_created"}})
+	hook := s.createWebhook(t, app, map[string]any{"name": "before", "url": rc.URL("/before"), "events": []string{"job_created"}})
 	event := []byte(`{"event":"job_created","data":{"appId":"full-disk-app"}}`)
 	accepted := map[string]bool{}
 	for range 5 {
@@ -165,21 +166,9 @@ func TestFullDiskAnswers503(t *testing.T) {
 	// dd stops with an error when the tmpfs is full, which is the point.
 	exec.Command("dd", "if=/dev/zero", "of="+filler, "bs=1M", "count=200").Run()
 	for i := range 3 {
-		req, err := http.NewRequest(http.MethodPost, s.ingestURL(), bytes.NewReader(event))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var buf bytes.Buffer
-		buf.ReadFrom(resp.Body)
-		resp.Body.Close()
-		a := answer{resp.StatusCode, resp.Header.Get("Content-Type"), buf.Bytes()}
+		a := testkit.Call(t, http.MethodPost, s.ingestURL(), event, nil)
 		checkError(t, fmt.Sprintf("ingest %d on a full disk", i+1), a, http.StatusServiceUnavailable, "unavailable")
-		if ra := resp.Header.Get("Retry-After"); ra != "5" {
+		if ra := a.Header.Get("Retry-After"); ra != "5" {
 			t.Errorf("ingest on a full disk answered Retry-After %q, want 5", ra)
 		}
 	}

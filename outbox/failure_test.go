@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 )
@@ -100,19 +100,12 @@ func TestRedirectNotFollowed(t *testing.T) {
 // Every webhook of an event gets the same webhook-id, the event's id, and
 // the wire format's fixed headers.
 func TestOneWebhookIDAcrossWebhooks(t *testing.T) {
-	var mu sync.Mutex
-	got := map[string]http.Header{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		got[r.URL.Path] = r.Header.Clone()
-		mu.Unlock()
-	}))
-	defer srv.Close()
+	rc := testkit.NewRecorder(t)
 	o := openTest(t, outbox.Options{})
 	ctx := context.Background()
 	paths := []string{"/one", "/two", "/three"}
 	for _, p := range paths {
-		if _, err := o.CreateWebhook(ctx, "a", outbox.WebhookInput{Name: ptr(p), URL: ptr(srv.URL + p), Events: &[]string{"job_created"}}); err != nil {
+		if _, err := o.CreateWebhook(ctx, "a", outbox.WebhookInput{Name: ptr(p), URL: ptr(rc.URL(p)), Events: &[]string{"job_created"}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -120,13 +113,13 @@ func TestOneWebhookIDAcrossWebhooks(t *testing.T) {
 	if r.Deliveries != 3 {
 		t.Fatalf("ingest answered %d deliveries, want 3", r.Deliveries)
 	}
-	wait.Until(t, "every webhook to get the event", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(got) == 3
-	})
+	rc.WaitFor(t, "", 3)
 	for _, p := range paths {
-		h := got[p]
+		got := rc.Requests(p)
+		if len(got) != 1 {
+			t.Fatalf("%s got %d requests, want 1", p, len(got))
+		}
+		h := got[0].Header
 		if h.Get("Webhook-Id") != r.ID {
 			t.Errorf("%s got webhook-id %q, want the event id %q", p, h.Get("Webhook-Id"), r.ID)
 		}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 	"github.com/caddy-webhooks/caddy-webhooks/signature"
@@ -200,7 +201,7 @@ func TestSecretRotationSignsWithBoth(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := receive(t, hdr, "the first signed delivery")
-	if h.Get("X-Signature") != signature.XSignature([]byte("new-secret"), body) {
+	if h.Get("X-Signature") != testkit.HexHMAC("new-secret", body) {
 		t.Fatal("X-Signature is not by the new secret")
 	}
 	sigs := strings.Fields(h.Get("Webhook-Signature"))

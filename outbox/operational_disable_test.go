@@ -28,7 +28,7 @@ func TestOperationalDisabledFailing(t *testing.T) {
 		// longer than that.
 		DisableAfter: time.Millisecond,
 		Observer:     obs,
-		Operational:  &outbox.OperationalWebhook{URL: ops.srv.URL, Secret: "ops-secret", FailingAfter: time.Hour},
+		Operational:  &outbox.OperationalWebhook{URL: ops.URL(""), Secret: "ops-secret", FailingAfter: time.Hour},
 	})
 	ctx := context.Background()
 	w, err := o.CreateWebhook(ctx, "app1", outbox.WebhookInput{Name: ptr("flaky"), URL: ptr(customer.URL + "/hook"), Events: &[]string{"job_created"}, Secret: ptr("customer-secret")})
@@ -36,7 +36,7 @@ func TestOperationalDisabledFailing(t *testing.T) {
 		t.Fatal(err)
 	}
 	ingestOne(t, o, "app1", "job_created")
-	waitLong(t, "webhook.disabled", func() bool { return len(ops.reports(outbox.EventWebhookDisabled)) > 0 })
+	wait.Until(t, "webhook.disabled", func() bool { return len(ops.reports(outbox.EventWebhookDisabled)) > 0 })
 	rep := ops.reports(outbox.EventWebhookDisabled)[0].Data
 	if rep["reason"] != "failing" || rep["webhookId"] != w.ID || rep["appId"] != "app1" ||
 		rep["webhookName"] != "flaky" || rep["url"] != customer.URL+"/hook" || rep["at"] == nil {

@@ -3,7 +3,6 @@ package outbox_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -13,16 +12,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
-	"github.com/caddy-webhooks/caddy-webhooks/signature"
 )
 
 // opsEndpoint records the operational reports it receives.
 type opsEndpoint struct {
-	srv    *httptest.Server
-	status atomic.Int32
-	mu     sync.Mutex
-	got    []opsReport
+	*testkit.Recorder
+	t *testing.T
 }
 
 type opsReport struct {
@@ -33,31 +31,23 @@ type opsReport struct {
 }
 
 func newOpsEndpoint(t *testing.T) *opsEndpoint {
-	e := &opsEndpoint{}
-	e.status.Store(http.StatusNoContent)
-	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		var rep opsReport
-		if err := json.Unmarshal(b, &rep); err != nil {
-			t.Errorf("operational report %q: %v", b, err)
-		}
-		rep.raw, rep.h = b, r.Header
-		e.mu.Lock()
-		e.got = append(e.got, rep)
-		e.mu.Unlock()
-		w.WriteHeader(int(e.status.Load()))
-	}))
-	t.Cleanup(e.srv.Close)
+	e := &opsEndpoint{Recorder: testkit.NewRecorder(t), t: t}
+	e.SetRespond(testkit.Always(http.StatusNoContent))
 	return e
 }
 
+// reports decodes what the endpoint got of event ("" for all).
 func (e *opsEndpoint) reports(event string) []opsReport {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.t.Helper()
 	var out []opsReport
-	for _, r := range e.got {
-		if event == "" || r.Event == event {
-			out = append(out, r)
+	for _, r := range e.Requests("") {
+		var rep opsReport
+		if err := json.Unmarshal(r.Body, &rep); err != nil {
+			e.t.Errorf("operational report %q: %v", r.Body, err)
+		}
+		rep.raw, rep.h = r.Body, r.Header
+		if event == "" || rep.Event == event {
+			out = append(out, rep)
 		}
 	}
 	return out
@@ -83,17 +73,6 @@ func (c *countingObserver) OperationalEvent(ev string) {
 	c.n[ev]++
 }
 
-func waitLong(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after 30s still waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestOperationalReports(t *testing.T) {
 	ops := newOpsEndpoint(t)
 	var fail atomic.Bool
@@ -113,7 +92,7 @@ func TestOperationalReports(t *testing.T) {
 	o := openTest(t, outbox.Options{
 		RetrySchedule: []time.Duration{10 * time.Millisecond, 10 * time.Millisecond, 10 * time.Millisecond},
 		Observer:      obs,
-		Operational:   &outbox.OperationalWebhook{URL: ops.srv.URL, Secret: "ops-secret", FailingAfter: time.Millisecond},
+		Operational:   &outbox.OperationalWebhook{URL: ops.URL(""), Secret: "ops-secret", FailingAfter: time.Millisecond},
 	})
 	ctx := context.Background()
 	gone, err := o.CreateWebhook(ctx, "app1", outbox.WebhookInput{Name: ptr("gone"), URL: ptr(customer.URL + "/gone"), Events: &[]string{"job_finished"}, Secret: ptr("customer-secret")})
@@ -131,13 +110,13 @@ func TestOperationalReports(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitLong(t, "webhook.disabled", func() bool { return len(ops.reports(outbox.EventWebhookDisabled)) > 0 })
+	wait.Until(t, "webhook.disabled", func() bool { return len(ops.reports(outbox.EventWebhookDisabled)) > 0 })
 	rep := ops.reports(outbox.EventWebhookDisabled)[0]
 	if rep.Data["webhookId"] != gone.ID || rep.Data["reason"] != "gone" || rep.Data["appId"] != "app1" ||
 		rep.Data["webhookName"] != "gone" || rep.Data["url"] != customer.URL+"/gone" || rep.Data["at"] == nil {
 		t.Errorf("webhook.disabled data: %v", rep.Data)
 	}
-	if got, want := rep.h.Get("X-Signature"), signature.XSignature([]byte("ops-secret"), rep.raw); got != want {
+	if got, want := rep.h.Get("X-Signature"), testkit.HexHMAC("ops-secret", rep.raw); got != want {
 		t.Errorf("report signed %q, want %q (HMAC with the operational secret)", got, want)
 	}
 	if rep.h.Get("Webhook-Id") == "" {
@@ -155,7 +134,7 @@ func TestOperationalReports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitLong(t, "delivery.exhausted", func() bool { return len(ops.reports(outbox.EventDeliveryExhausted)) > 0 })
+	wait.Until(t, "delivery.exhausted", func() bool { return len(ops.reports(outbox.EventDeliveryExhausted)) > 0 })
 	ex := ops.reports(outbox.EventDeliveryExhausted)[0].Data
 	if ex["webhookId"] != failing.ID || ex["eventId"] != in.ID || ex["event"] != "job_created" ||
 		ex["attempts"] != float64(4) || ex["responseStatusCode"] != float64(500) || ex["deliveryId"] == nil {
@@ -171,7 +150,7 @@ func TestOperationalReports(t *testing.T) {
 	if _, err := o.Ingest(ctx, []byte(`{"event":"job_created","data":{"appId":"app1"}}`), ""); err != nil {
 		t.Fatal(err)
 	}
-	waitLong(t, "webhook.recovered", func() bool { return len(ops.reports(outbox.EventWebhookRecovered)) > 0 })
+	wait.Until(t, "webhook.recovered", func() bool { return len(ops.reports(outbox.EventWebhookRecovered)) > 0 })
 	rc := ops.reports(outbox.EventWebhookRecovered)
 	if len(rc) != 1 || rc[0].Data["since"] != fl[0].Data["since"] {
 		t.Errorf("webhook.recovered: %+v, want one with the failing period's since %v", rc, fl[0].Data["since"])
@@ -206,12 +185,12 @@ func TestOperationalReports(t *testing.T) {
 // causes no reports about itself.
 func TestOperationalEndpointGoneIsNotReported(t *testing.T) {
 	ops := newOpsEndpoint(t)
-	ops.status.Store(http.StatusGone)
+	ops.SetRespond(testkit.Always(http.StatusGone))
 	customer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusGone) }))
 	defer customer.Close()
 	o := openTest(t, outbox.Options{
 		RetrySchedule: []time.Duration{},
-		Operational:   &outbox.OperationalWebhook{URL: ops.srv.URL, FailingAfter: time.Millisecond},
+		Operational:   &outbox.OperationalWebhook{URL: ops.URL(""), FailingAfter: time.Millisecond},
 	})
 	ctx := context.Background()
 	for i := range 2 {
@@ -222,7 +201,7 @@ func TestOperationalEndpointGoneIsNotReported(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Each report is attempted once and fails with 410.
-		waitLong(t, "the operational delivery to fail", func() bool {
+		wait.Until(t, "the operational delivery to fail", func() bool {
 			ds, _, _ := o.OperationalDeliveries(ctx, outbox.DeliveryFilter{Status: outbox.StatusFailed, Limit: 100})
 			return len(ds) == i+1
 		})

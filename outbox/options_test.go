@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 )
@@ -314,17 +315,10 @@ func TestMaxInFlightOne(t *testing.T) {
 }
 
 func TestRateLimitSpacesAttempts(t *testing.T) {
-	var mu sync.Mutex
-	var at []time.Time
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		at = append(at, time.Now())
-		mu.Unlock()
-	}))
-	defer srv.Close()
+	rc := testkit.NewRecorder(t)
 	o := openTest(t, outbox.Options{})
 	ctx := context.Background()
-	w, err := o.CreateWebhook(ctx, "a", hookInput(srv.URL, func(in *outbox.WebhookInput) { in.RateLimit = ptr(10) }))
+	w, err := o.CreateWebhook(ctx, "a", hookInput(rc.URL(""), func(in *outbox.WebhookInput) { in.RateLimit = ptr(10) }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,13 +329,9 @@ func TestRateLimitSpacesAttempts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	wait.Until(t, "every delivery", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(at) == n
-	})
+	at := rc.WaitFor(t, "", n)
 	// Eleven gaps of at least 100ms each: the span cannot be shorter.
-	if span := at[n-1].Sub(start); span < (n-1)*100*time.Millisecond-20*time.Millisecond {
+	if span := at[n-1].At.Sub(start); span < (n-1)*100*time.Millisecond-20*time.Millisecond {
 		t.Errorf("%d attempts at 10/s took %v", n, span)
 	}
 	ds, _, _ := o.Deliveries(ctx, "a", w.ID, outbox.DeliveryFilter{Limit: 100})

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox/badgerstore"
@@ -68,7 +69,7 @@ func TestDeliverySignedAndRecorded(t *testing.T) {
 	if string(g.body) != string(body) {
 		t.Fatalf("body changed: %s", g.body)
 	}
-	if g.h.Get("X-Signature") != signature.XSignature([]byte("s3cret"), body) {
+	if g.h.Get("X-Signature") != testkit.HexHMAC("s3cret", body) {
 		t.Fatalf("X-Signature %q", g.h.Get("X-Signature"))
 	}
 	if g.h.Get("webhook-id") != res.ID {
@@ -314,17 +315,10 @@ func TestSlowEndpointIsolated(t *testing.T) {
 // Large events from many clients at once overflow one transaction; every
 // ingest that returned must still be delivered.
 func TestLargeBatchOverflowsTransaction(t *testing.T) {
-	var mu sync.Mutex
-	got := map[string]bool{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		got[r.Header.Get("Webhook-Id")] = true
-		mu.Unlock()
-	}))
-	defer srv.Close()
+	rc := testkit.NewRecorder(t)
 	o := openTest(t, outbox.Options{Workers: 16, MaxInFlightPerWebhook: 16})
 	ctx := context.Background()
-	if _, err := o.CreateWebhook(ctx, "a", outbox.WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}}); err != nil {
+	if _, err := o.CreateWebhook(ctx, "a", outbox.WebhookInput{Name: ptr("n"), URL: ptr(rc.URL("")), Events: &[]string{"job_created"}}); err != nil {
 		t.Fatal(err)
 	}
 	body := []byte(`{"event":"job_created","data":{"appId":"a","pad":"` + strings.Repeat("y", 60<<10) + `"}}`)
@@ -349,8 +343,10 @@ func TestLargeBatchOverflowsTransaction(t *testing.T) {
 		want[id] = true
 	}
 	wait.Until(t, "every accepted large event delivered", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
+		got := map[string]bool{}
+		for _, r := range rc.Requests("") {
+			got[r.Header.Get("Webhook-Id")] = true
+		}
 		for id := range want {
 			if !got[id] {
 				return false

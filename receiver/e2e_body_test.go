@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 )
 
 const slowBodyCaddyfile = `{
@@ -47,14 +47,12 @@ func TestSlowBodies(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs a Caddy process")
 	}
-	be := &e2eBackend{}
-	backend := httptest.NewServer(be)
-	defer backend.Close()
-	port := testcaddy.FreePort(t)
+	be := testkit.NewRecorder(t)
+	port := testkit.FreePort(t)
 	p := testcaddy.Start(t, testcaddy.Config{
 		Caddyfile: strings.NewReplacer(
 			"{PORT}", strconv.Itoa(port),
-			"{BACKEND}", strings.TrimPrefix(backend.URL, "http://"),
+			"{BACKEND}", be.Addr(),
 		).Replace(slowBodyCaddyfile),
 		Env: []string{"E2E_SECRET=slow body secret"},
 	})
@@ -86,7 +84,7 @@ func TestSlowBodies(t *testing.T) {
 		if _, err := rd.ReadByte(); err != io.EOF {
 			t.Errorf("after the 401 the connection gave %v, want EOF", err)
 		}
-		if be.count() != 0 {
+		if be.Count("") != 0 {
 			t.Fatal("the request reached the backend")
 		}
 	})
@@ -104,7 +102,7 @@ func TestSlowBodies(t *testing.T) {
 		if resp.StatusCode != http.StatusRequestTimeout || !bytes.Contains(body, []byte(`read_timeout of 1s`)) {
 			t.Fatalf("answered %d %s, want 408 with a JSON error naming read_timeout", resp.StatusCode, body)
 		}
-		if be.count() != 0 {
+		if be.Count("") != 0 {
 			t.Fatal("the request reached the backend")
 		}
 	})

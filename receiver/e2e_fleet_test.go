@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"strings"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/pgtest"
 	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 	"github.com/caddy-webhooks/caddy-webhooks/signature"
 )
 
@@ -36,36 +36,6 @@ http://:{PORT} {
 	}
 }
 `
-
-// fleetBackend counts deliveries by webhook-id and can hold one until
-// released, to keep it in flight.
-type fleetBackend struct {
-	mu      sync.Mutex
-	seen    map[string]int
-	hold    string
-	held    chan struct{}
-	release chan struct{}
-}
-
-func (b *fleetBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	_, _ = io.Copy(io.Discard, r.Body)
-	id := r.Header.Get("webhook-id")
-	b.mu.Lock()
-	b.seen[id]++
-	hold := id == b.hold
-	b.mu.Unlock()
-	if hold {
-		close(b.held)
-		<-b.release
-	}
-	_, _ = w.Write([]byte(`{"received":true}`))
-}
-
-func (b *fleetBackend) count(id string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.seen[id]
-}
 
 func portOf(addr string) string {
 	_, port, _ := net.SplitHostPort(addr)
@@ -156,16 +126,26 @@ func TestFleetReplayStorage(t *testing.T) {
 	// asked for; it is there to be looked for in the logs.
 	dsn.User = url.UserPassword(direct.User.Username(), password)
 
-	be := &fleetBackend{seen: map[string]int{}}
-	backend := httptest.NewServer(be)
-	defer backend.Close()
+	be := testkit.NewRecorder(t)
+	received := func(testkit.Request, int) (int, string) { return http.StatusOK, `{"received":true}` }
+	be.SetRespond(received)
+	// seen counts the deliveries the backend got of an event (by webhook-id).
+	seen := func(id string) int {
+		n := 0
+		for _, r := range be.Requests("") {
+			if r.Header.Get("webhook-id") == id {
+				n++
+			}
+		}
+		return n
+	}
 
 	secret := []byte("fleet secret")
 	start := func() (*testcaddy.Process, string, string) {
-		port := testcaddy.FreePort(t)
+		port := testkit.FreePort(t)
 		config := strings.NewReplacer(
 			"{PORT}", strconv.Itoa(port),
-			"{BACKEND}", strings.TrimPrefix(backend.URL, "http://"),
+			"{BACKEND}", be.Addr(),
 		).Replace(fleetCaddyfile)
 		p := testcaddy.Start(t, testcaddy.Config{
 			Caddyfile: config,
@@ -176,7 +156,7 @@ func TestFleetReplayStorage(t *testing.T) {
 	a, addrA, configA := start()
 	b, addrB, _ := start()
 
-	client := &http.Client{Timeout: 30 * time.Second}
+	client := testkit.Client()
 	type answer struct {
 		status int
 		header http.Header
@@ -227,20 +207,26 @@ func TestFleetReplayStorage(t *testing.T) {
 					spelling[0], spelling[1], got.status, got.header, got.body)
 			}
 		}
-		if n := be.count("evt_1"); n != 1 {
+		if n := seen("evt_1"); n != 1 {
 			t.Fatalf("the backend saw evt_1 %d times, want once", n)
 		}
 	})
 
 	t.Run("in flight at one, 409 at the other", func(t *testing.T) {
-		be.mu.Lock()
-		be.hold, be.held, be.release = "evt_slow", make(chan struct{}), make(chan struct{})
-		be.mu.Unlock()
+		// The backend holds evt_slow until released, to keep it in flight.
+		held, release := make(chan struct{}), make(chan struct{})
+		be.SetRespond(func(r testkit.Request, nth int) (int, string) {
+			if r.Header.Get("webhook-id") == "evt_slow" {
+				close(held)
+				<-release
+			}
+			return received(r, nth)
+		})
 		first := make(chan answer, 1)
 		go func() { first <- deliver(addrA, "", "/hook", "evt_slow") }()
-		<-be.held
+		<-held
 		got := deliver(addrB, "", "/hook", "evt_slow")
-		close(be.release)
+		close(release)
 		if got.status != http.StatusConflict || got.header.Get("Retry-After") == "" {
 			t.Fatalf("a copy while the first is in flight at the other receiver: %d %v, want 409 with Retry-After", got.status, got.header)
 		}
@@ -250,7 +236,7 @@ func TestFleetReplayStorage(t *testing.T) {
 		if got := deliver(addrB, "", "/hook", "evt_slow"); !isDuplicate(got) {
 			t.Fatalf("after the first was answered: %d %v", got.status, got.header)
 		}
-		if n := be.count("evt_slow"); n != 1 {
+		if n := seen("evt_slow"); n != 1 {
 			t.Fatalf("the backend saw evt_slow %d times, want once", n)
 		}
 	})
@@ -278,7 +264,7 @@ func TestFleetReplayStorage(t *testing.T) {
 		if got := deliver(addrB, "", "/hook", "evt_1"); got.status != http.StatusServiceUnavailable {
 			t.Fatalf("a known delivery with the database down: %d", got.status)
 		}
-		if n := be.count("evt_down"); n != 0 {
+		if n := seen("evt_down"); n != 0 {
 			t.Fatalf("with the database down the backend saw %d deliveries", n)
 		}
 	})
@@ -307,7 +293,7 @@ func TestFleetReplayStorage(t *testing.T) {
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
-		if n := be.count("evt_down"); n != 1 {
+		if n := seen("evt_down"); n != 1 {
 			t.Fatalf("the backend saw evt_down %d times, want once", n)
 		}
 	})

@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 	"github.com/caddy-webhooks/caddy-webhooks/signature"
 )
 
@@ -58,12 +58,10 @@ func TestReplayPathBeforeRewrite(t *testing.T) {
 		t.Skip("builds and runs a Caddy process")
 	}
 	secret := []byte("rewrite test secret")
-	be := &e2eBackend{}
-	backend := httptest.NewServer(be)
-	defer backend.Close()
-	port := testcaddy.FreePort(t)
+	be := testkit.NewRecorder(t)
+	port := testkit.FreePort(t)
 	testcaddy.Start(t, testcaddy.Config{
-		Caddyfile: strings.NewReplacer("{PORT}", strconv.Itoa(port), "{BACKEND}", strings.TrimPrefix(backend.URL, "http://")).Replace(rewriteCaddyfile),
+		Caddyfile: strings.NewReplacer("{PORT}", strconv.Itoa(port), "{BACKEND}", be.Addr()).Replace(rewriteCaddyfile),
 		Env:       []string{"E2E_SECRET=" + string(secret)},
 	})
 	client := &http.Client{Timeout: 30 * time.Second}
@@ -89,7 +87,7 @@ func TestReplayPathBeforeRewrite(t *testing.T) {
 		}
 		req.Header.Set("X-Signature", signature.XSignature(secret, body))
 		req.Header.Set("webhook-id", step.id)
-		before := be.count()
+		before := be.Count("")
 		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -97,13 +95,13 @@ func TestReplayPathBeforeRewrite(t *testing.T) {
 		answer, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		dup := resp.Header.Get("Webhook-Duplicate") == "true"
-		forwarded := be.count() - before
+		forwarded := be.Count("") - before
 		if resp.StatusCode != http.StatusOK || dup != step.duplicate || forwarded != map[bool]int{false: 1, true: 0}[step.duplicate] {
 			t.Fatalf("%s %s answered %d (Webhook-Duplicate %v, forwarded %d times) %s; want 200, a duplicate: %v",
 				step.path, step.id, resp.StatusCode, dup, forwarded, answer, step.duplicate)
 		}
-		if forwarded == 1 && be.last().path != "/hook" {
-			t.Fatalf("%s reached the backend as %s, want it rewritten to /hook", step.path, be.last().path)
+		if got := be.Requests(""); forwarded == 1 && got[len(got)-1].Path != "/hook" {
+			t.Fatalf("%s reached the backend as %s, want it rewritten to /hook", step.path, got[len(got)-1].Path)
 		}
 	}
 }

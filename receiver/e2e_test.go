@@ -1,55 +1,20 @@
 package receiver_test
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 	"github.com/caddy-webhooks/caddy-webhooks/signature"
 )
-
-// e2eBackend is the app behind Caddy: it records every request it sees.
-type e2eBackend struct {
-	mu   sync.Mutex
-	seen []seenRequest
-}
-
-type seenRequest struct {
-	path   string
-	header http.Header
-	body   []byte
-}
-
-func (b *e2eBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(r.Body)
-	b.mu.Lock()
-	b.seen = append(b.seen, seenRequest{path: r.URL.Path, header: r.Header.Clone(), body: body})
-	b.mu.Unlock()
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write([]byte(`{"received":true}`))
-}
-
-func (b *e2eBackend) count() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.seen)
-}
-
-func (b *e2eBackend) last() seenRequest {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.seen[len(b.seen)-1]
-}
 
 const e2eCaddyfile = `{
 	admin {ADMIN}
@@ -118,14 +83,18 @@ func TestEndToEnd(t *testing.T) {
 		whsec     = "whsec_" + "c3RhbmRhcmQgd2ViaG9va3Mga2V5IGJ5dGVz" // base64 of whsecKey
 	)
 
-	be := &e2eBackend{}
-	backend := httptest.NewServer(be)
-	defer backend.Close()
+	// The app behind Caddy records every request it sees.
+	be := testkit.NewRecorder(t)
+	be.SetRespond(func(testkit.Request, int) (int, string) { return http.StatusOK, `{"received":true}` })
+	last := func() testkit.Request {
+		got := be.Requests("")
+		return got[len(got)-1]
+	}
 
-	port := testcaddy.FreePort(t)
+	port := testkit.FreePort(t)
 	config := strings.NewReplacer(
 		"{PORT}", strconv.Itoa(port),
-		"{BACKEND}", strings.TrimPrefix(backend.URL, "http://"),
+		"{BACKEND}", be.Addr(),
 	).Replace(e2eCaddyfile)
 	p := testcaddy.Start(t, testcaddy.Config{
 		Caddyfile: config,
@@ -136,54 +105,34 @@ func TestEndToEnd(t *testing.T) {
 		},
 	})
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	client := &http.Client{Timeout: 10 * time.Second}
-
-	type answer struct {
-		status int
-		header http.Header
-		body   []byte
-	}
-	post := func(t *testing.T, path string, body io.Reader, header http.Header) answer {
+	post := func(t *testing.T, path string, body io.Reader, header http.Header) testkit.Answer {
 		t.Helper()
-		req, err := http.NewRequest(http.MethodPost, base+path, body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for k, v := range header {
-			req.Header[k] = v
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return answer{resp.StatusCode, resp.Header, b}
+		return testkit.Call(t, http.MethodPost, base+path, body, header)
 	}
 	// rejected checks a 401 with a JSON error that says what failed, and
 	// that the backend saw nothing.
 	rejected := func(t *testing.T, path string, body []byte, header http.Header, want string) {
 		t.Helper()
-		before := be.count()
+		before := be.Count("")
 		a := post(t, path, bytes.NewReader(body), header)
-		if a.status != http.StatusUnauthorized {
-			t.Fatalf("answered %d, want 401: %s", a.status, a.body)
+		if a.Status != http.StatusUnauthorized {
+			t.Fatalf("answered %d, want 401: %s", a.Status, a.Body)
 		}
 		var e struct {
 			Error string `json:"error"`
 		}
-		if err := json.Unmarshal(a.body, &e); err != nil || !strings.Contains(e.Error, want) {
-			t.Fatalf("401 body %s, want a JSON error saying %q", a.body, want)
+		if err := json.Unmarshal(a.Body, &e); err != nil || !strings.Contains(e.Error, want) {
+			t.Fatalf("401 body %s, want a JSON error saying %q", a.Body, want)
 		}
-		if ct := a.header.Get("Content-Type"); ct != "application/json" {
+		if ct := a.Header.Get("Content-Type"); ct != "application/json" {
 			t.Errorf("401 Content-Type %q", ct)
 		}
 		for _, s := range [][]byte{oldSecret, newSecret, whsecKey} {
-			if bytes.Contains(a.body, s) {
-				t.Errorf("401 body shows a secret: %s", a.body)
+			if bytes.Contains(a.Body, s) {
+				t.Errorf("401 body shows a secret: %s", a.Body)
 			}
 		}
-		if n := be.count() - before; n != 0 {
+		if n := be.Count("") - before; n != 0 {
 			t.Fatalf("the backend saw %d rejected requests", n)
 		}
 	}
@@ -200,21 +149,21 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("signed request reaches the backend intact", func(t *testing.T) {
 		for _, secret := range [][]byte{oldSecret, newSecret} {
-			before := be.count()
+			before := be.Count("")
 			a := post(t, "/x", bytes.NewReader(body), xsig(secret, body))
-			if a.status != 200 || string(a.body) != `{"received":true}` {
-				t.Fatalf("answered %d %s, want the backend's 200", a.status, a.body)
+			if a.Status != 200 || string(a.Body) != `{"received":true}` {
+				t.Fatalf("answered %d %s, want the backend's 200", a.Status, a.Body)
 			}
-			if be.count() != before+1 {
-				t.Fatalf("backend saw %d requests, want 1", be.count()-before)
+			if be.Count("") != before+1 {
+				t.Fatalf("backend saw %d requests, want 1", be.Count("")-before)
 			}
-			got := be.last()
-			if !bytes.Equal(got.body, body) {
-				t.Fatalf("backend got body %q, want %q", got.body, body)
+			got := last()
+			if !bytes.Equal(got.Body, body) {
+				t.Fatalf("backend got body %q, want %q", got.Body, body)
 			}
-			if got.header.Get("X-Custom") != "kept" || got.header.Get("X-Signature") != signature.XSignature(secret, body) ||
-				got.header.Get("Content-Type") != "application/json" {
-				t.Fatalf("backend got headers %v", got.header)
+			if got.Header.Get("X-Custom") != "kept" || got.Header.Get("X-Signature") != signature.XSignature(secret, body) ||
+				got.Header.Get("Content-Type") != "application/json" {
+				t.Fatalf("backend got headers %v", got.Header)
 			}
 		}
 	})
@@ -252,27 +201,27 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("max_body", func(t *testing.T) {
 		under := bytes.Repeat([]byte{'a'}, 2000)
 		a := post(t, "/x", bytes.NewReader(under), xsig(newSecret, under))
-		if a.status != 200 || !bytes.Equal(be.last().body, under) {
-			t.Fatalf("a body of exactly max_body: %d, backend got %d bytes", a.status, len(be.last().body))
+		if a.Status != 200 || !bytes.Equal(last().Body, under) {
+			t.Fatalf("a body of exactly max_body: %d, backend got %d bytes", a.Status, len(last().Body))
 		}
 		over := bytes.Repeat([]byte{'a'}, 2001)
-		before := be.count()
+		before := be.Count("")
 		a = post(t, "/x", bytes.NewReader(over), xsig(newSecret, over))
-		if a.status != http.StatusRequestEntityTooLarge || !bytes.Contains(a.body, []byte(`"error"`)) {
-			t.Fatalf("a body one byte over max_body: %d %s, want 413 with a JSON error", a.status, a.body)
+		if a.Status != http.StatusRequestEntityTooLarge || !bytes.Contains(a.Body, []byte(`"error"`)) {
+			t.Fatalf("a body one byte over max_body: %d %s, want 413 with a JSON error", a.Status, a.Body)
 		}
 		// The same without a Content-Length: the limit holds while reading.
 		a = post(t, "/x", io.MultiReader(bytes.NewReader(over)), xsig(newSecret, over))
-		if a.status != http.StatusRequestEntityTooLarge {
-			t.Fatalf("a chunked body over max_body: %d %s, want 413", a.status, a.body)
+		if a.Status != http.StatusRequestEntityTooLarge {
+			t.Fatalf("a chunked body over max_body: %d %s, want 413", a.Status, a.Body)
 		}
-		if be.count() != before {
+		if be.Count("") != before {
 			t.Fatal("an oversized body reached the backend")
 		}
 		// A chunked body under the limit is forwarded whole.
 		a = post(t, "/x", io.MultiReader(bytes.NewReader(under)), xsig(newSecret, under))
-		if a.status != 200 || !bytes.Equal(be.last().body, under) {
-			t.Fatalf("a chunked body under max_body: %d", a.status)
+		if a.Status != 200 || !bytes.Equal(last().Body, under) {
+			t.Fatalf("a chunked body under max_body: %d", a.Status)
 		}
 	})
 
@@ -293,8 +242,8 @@ func TestEndToEnd(t *testing.T) {
 			},
 		} {
 			a := post(t, path, bytes.NewReader(body), h)
-			if a.status != 200 || be.last().path != path || !bytes.Equal(be.last().body, body) {
-				t.Errorf("%s: answered %d %s", path, a.status, a.body)
+			if a.Status != 200 || last().Path != path || !bytes.Equal(last().Body, body) {
+				t.Errorf("%s: answered %d %s", path, a.Status, a.Body)
 			}
 		}
 	})
@@ -309,34 +258,34 @@ func TestEndToEnd(t *testing.T) {
 	}
 	duplicate := func(t *testing.T, path string, h http.Header) {
 		t.Helper()
-		before := be.count()
+		before := be.Count("")
 		a := post(t, path, bytes.NewReader(body), h)
-		if a.status != 200 || a.header.Get("Webhook-Duplicate") != "true" {
-			t.Fatalf("a repeated delivery answered %d, Webhook-Duplicate %q; want 200 and true", a.status, a.header.Get("Webhook-Duplicate"))
+		if a.Status != 200 || a.Header.Get("Webhook-Duplicate") != "true" {
+			t.Fatalf("a repeated delivery answered %d, Webhook-Duplicate %q; want 200 and true", a.Status, a.Header.Get("Webhook-Duplicate"))
 		}
-		if be.count() != before {
+		if be.Count("") != before {
 			t.Fatal("a repeated delivery reached the backend")
 		}
 	}
 
 	t.Run("replay window", func(t *testing.T) {
-		before := be.count()
+		before := be.Count("")
 		a := post(t, "/standard", bytes.NewReader(body), standardDelivery("evt_replay"))
-		if a.status != 200 || a.header.Get("Webhook-Duplicate") != "" {
-			t.Fatalf("first delivery: %d %v", a.status, a.header)
+		if a.Status != 200 || a.Header.Get("Webhook-Duplicate") != "" {
+			t.Fatalf("first delivery: %d %v", a.Status, a.Header)
 		}
 		// A retry signs again with a new timestamp but keeps the id.
 		duplicate(t, "/standard", standardDelivery("evt_replay"))
-		if be.count() != before+1 {
-			t.Fatalf("backend saw evt_replay %d times, want once", be.count()-before)
+		if be.Count("") != before+1 {
+			t.Fatalf("backend saw evt_replay %d times, want once", be.Count("")-before)
 		}
 
 		gh := http.Header{
 			"X-Hub-Signature-256": {signature.GitHubSignature(newSecret, body)},
 			"X-Github-Delivery":   {"72d3162e-cc78-11e3-81ab-4c9367dc0958"},
 		}
-		if a := post(t, "/github", bytes.NewReader(body), gh); a.status != 200 || a.header.Get("Webhook-Duplicate") != "" {
-			t.Fatalf("first GitHub delivery: %d", a.status)
+		if a := post(t, "/github", bytes.NewReader(body), gh); a.Status != 200 || a.Header.Get("Webhook-Duplicate") != "" {
+			t.Fatalf("first GitHub delivery: %d", a.Status)
 		}
 		duplicate(t, "/github", gh)
 	})
@@ -366,28 +315,16 @@ func TestEndToEnd(t *testing.T) {
 // scrape reads the receiver's counter, by result, from the admin endpoint.
 func scrape(t *testing.T, admin string) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	const prefix = `caddy_webhooks_receiver_verifications_total{result="`
+	const name = "caddy_webhooks_receiver_verifications_total"
+	metrics := testkit.Scrape(t, "http://"+admin+"/metrics")
 	m := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), prefix)
-		if !ok {
-			continue
+	for _, s := range metrics {
+		if s.Name == name {
+			m[s.Labels["result"]] = s.Value
 		}
-		result, value, _ := strings.Cut(rest, `"} `)
-		v, err := strconv.ParseFloat(value, 64)
-		if err != nil {
-			t.Fatalf("metric line %q: %v", sc.Text(), err)
-		}
-		m[result] = v
 	}
 	if len(m) == 0 {
-		t.Fatalf("admin /metrics (status %d) has no caddy_webhooks_receiver_verifications_total", resp.StatusCode)
+		t.Fatalf("admin /metrics has no %s", name)
 	}
 	return m
 }

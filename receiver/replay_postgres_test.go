@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -21,6 +20,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/pgtest"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 )
 
 // receiverDSN gives each simulated receiver its own connection pool to
@@ -285,13 +285,7 @@ func TestReplayStorageSchemaCreatedOnce(t *testing.T) {
 // closedPort returns a loopback address nothing listens on.
 func closedPort(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	return fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 }
 
 func TestReplayStorageUnavailable(t *testing.T) {

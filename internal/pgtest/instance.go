@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 )
 
 // Instance is a PostgreSQL server of one test's own, which the test may stop
@@ -41,7 +43,7 @@ func NewInstance(t testing.TB) *Instance {
 		os.RemoveAll(base)
 		t.Fatal(err)
 	}
-	port, err := freePort()
+	port, err := testkit.LoopbackPort()
 	if err != nil {
 		os.RemoveAll(base)
 		t.Fatal(err)

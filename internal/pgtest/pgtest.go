@@ -14,7 +14,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -31,6 +30,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 )
 
 // EnvDSN names the variable that points the tests at an existing server.
@@ -195,7 +196,7 @@ func startServer() {
 		serverErr = fmt.Errorf("initdb: %v\n%s", err, out)
 		return
 	}
-	port, err := freePort()
+	port, err := testkit.LoopbackPort()
 	if err != nil {
 		os.RemoveAll(base)
 		serverErr = err
@@ -263,15 +264,6 @@ func unprivileged(dir string) (*syscall.Credential, error) {
 		return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 	}
 	return nil, errors.New("running as root and no postgres or nobody user to run PostgreSQL as")
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // waitReady connects until the server answers, failing early if its log

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 )
 
 var (
@@ -64,17 +65,6 @@ func Binary(t testing.TB) string {
 	return binPath
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // Process is a running Caddy.
 type Process struct {
 	t       testing.TB
@@ -110,7 +100,7 @@ func Start(t testing.TB, c Config) *Process {
 	}
 	admin := c.Admin
 	if admin == "" {
-		admin = fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+		admin = fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	}
 	p := &Process{t: t, Dir: dir, Admin: admin, Env: c.Env}
 	text := strings.NewReplacer("{ADMIN}", admin, "{DIR}", dir).Replace(c.Caddyfile)

@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,36 +12,21 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/pgtest"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox/storetest"
 )
 
-// endpoint counts the deliveries of each event (by webhook-id).
-type endpoint struct {
-	srv *httptest.Server
-	mu  sync.Mutex
-	got map[string]int
-}
-
-func newEndpoint(t *testing.T) *endpoint {
-	e := &endpoint{got: map[string]int{}}
-	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		e.mu.Lock()
-		e.got[r.Header.Get("webhook-id")]++
-		e.mu.Unlock()
-	}))
-	t.Cleanup(e.srv.Close)
-	return e
-}
-
-func (e *endpoint) missing(ids []string) int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+// missing counts the events of ids (by webhook-id) the endpoint never got.
+func missing(ep *testkit.Recorder, ids []string) int {
+	got := map[string]bool{}
+	for _, r := range ep.Requests("") {
+		got[r.Header.Get("webhook-id")] = true
+	}
 	n := 0
 	for _, id := range ids {
-		if e.got[id] == 0 {
+		if !got[id] {
 			n++
 		}
 	}
@@ -111,13 +93,13 @@ func (p *poster) finish() []string {
 // every event acknowledged before, during or after is delivered.
 func TestPostgresSurvivesDatabaseRestart(t *testing.T) {
 	db := pgtest.NewInstance(t)
-	ep := newEndpoint(t)
+	ep := testkit.NewRecorder(t)
 	s := openPostgres(t, db.DSN(), Options{Lease: 5 * time.Second})
 	o := outbox.New(s, outbox.Options{AllowDestinations: loopback, RetrySchedule: []time.Duration{time.Second}, Timeout: 2 * time.Second})
 	o.Start()
 	t.Cleanup(func() { o.Close() })
 	ctx := context.Background()
-	if _, err := o.CreateWebhook(ctx, "app1", outbox.WebhookInput{Name: ptr("n"), URL: ptr(ep.srv.URL), Events: &[]string{"job_created"}}); err != nil {
+	if _, err := o.CreateWebhook(ctx, "app1", outbox.WebhookInput{Name: ptr("n"), URL: ptr(ep.URL("")), Events: &[]string{"job_created"}}); err != nil {
 		t.Fatal(err)
 	}
 	p := startPoster(o, "app1", 4)
@@ -151,7 +133,7 @@ func TestPostgresSurvivesDatabaseRestart(t *testing.T) {
 	if v := p.other.Load(); v != nil {
 		t.Fatalf("an ingest failed with something else than ErrUnavailable: %v", v)
 	}
-	wait.Until(t, fmt.Sprintf("all %d acknowledged events delivered", len(acked)), func() bool { return ep.missing(acked) == 0 })
+	wait.Until(t, fmt.Sprintf("all %d acknowledged events delivered", len(acked)), func() bool { return missing(ep, acked) == 0 })
 }
 
 // A backend killed with pg_terminate_backend in the middle of a claim or
@@ -159,13 +141,13 @@ func TestPostgresSurvivesDatabaseRestart(t *testing.T) {
 // every event acknowledged is delivered.
 func TestPostgresBackendKilledMidStatement(t *testing.T) {
 	dsn := pgtest.DSN(t) + "&application_name=killed-backends-test"
-	ep := newEndpoint(t)
+	ep := testkit.NewRecorder(t)
 	s := openPostgres(t, dsn, Options{Lease: 3 * time.Second})
 	o := outbox.New(s, outbox.Options{AllowDestinations: loopback, RetrySchedule: []time.Duration{time.Second}, Timeout: 2 * time.Second})
 	o.Start()
 	t.Cleanup(func() { o.Close() })
 	ctx := context.Background()
-	if _, err := o.CreateWebhook(ctx, "app1", outbox.WebhookInput{Name: ptr("n"), URL: ptr(ep.srv.URL), Events: &[]string{"job_created"}}); err != nil {
+	if _, err := o.CreateWebhook(ctx, "app1", outbox.WebhookInput{Name: ptr("n"), URL: ptr(ep.URL("")), Events: &[]string{"job_created"}}); err != nil {
 		t.Fatal(err)
 	}
 	admin, err := pgx.Connect(ctx, pgtest.DSN(t))
@@ -202,5 +184,5 @@ func TestPostgresBackendKilledMidStatement(t *testing.T) {
 	if v := p.other.Load(); v != nil {
 		t.Fatalf("an ingest failed with something else than ErrUnavailable: %v", v)
 	}
-	wait.Until(t, fmt.Sprintf("all %d acknowledged events delivered", len(acked)), func() bool { return ep.missing(acked) == 0 })
+	wait.Until(t, fmt.Sprintf("all %d acknowledged events delivered", len(acked)), func() bool { return missing(ep, acked) == 0 })
 }

@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -14,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/pgtest"
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 	"github.com/caddy-webhooks/caddy-webhooks/internal/wait"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox/storetest"
@@ -335,18 +333,13 @@ func TestPostgresRetention(t *testing.T) {
 
 // The outbox runs on the fleet store unchanged.
 func TestPostgresOutboxDelivers(t *testing.T) {
-	var got atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		got.Add(1)
-	}))
-	defer srv.Close()
+	rc := testkit.NewRecorder(t)
 	s := openPostgres(t, pgtest.DSN(t), Options{})
 	o := outbox.New(s, outbox.Options{AllowDestinations: loopback, RetrySchedule: []time.Duration{10 * time.Millisecond}})
 	o.Start()
 	t.Cleanup(func() { o.Close() })
 	ctx := context.Background()
-	w, err := o.CreateWebhook(ctx, "app1", outbox.WebhookInput{Name: ptr("n"), URL: ptr(srv.URL), Events: &[]string{"job_created"}})
+	w, err := o.CreateWebhook(ctx, "app1", outbox.WebhookInput{Name: ptr("n"), URL: ptr(rc.URL("")), Events: &[]string{"job_created"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +352,7 @@ func TestPostgresOutboxDelivers(t *testing.T) {
 		ds, _, _ := o.Deliveries(ctx, "app1", w.ID, outbox.DeliveryFilter{Status: outbox.StatusSucceeded, Limit: 100})
 		return len(ds) == 20
 	})
-	if n := got.Load(); n != 20 {
+	if n := rc.Count(""); n != 20 {
 		t.Fatalf("receiver got %d requests, want 20", n)
 	}
 }
