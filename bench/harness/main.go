@@ -560,6 +560,7 @@ func benchE2E() {
 	accepted := post(url, "bench", n)
 	c0 = p.cpuSeconds()
 	start = time.Now()
+	go p.saveProfile("profile?seconds=5", "drain.cpu")
 	sk.release()
 	sk.waitFor(accepted, 5*time.Minute)
 	took = time.Since(start)
