@@ -138,30 +138,9 @@ func TestStatsLimits(t *testing.T) {
 
 	ingest := func(n int) {
 		t.Helper()
-		var wg sync.WaitGroup
-		errs := make(chan error, n)
-		next := make(chan int, n)
-		for i := range n {
-			next <- i
-		}
-		close(next)
-		for range 32 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := range next {
-					if _, err := ob.Ingest(context.Background(), fmt.Appendf(nil, `{"event":"job_created","data":{"appId":"app1","n":%d}}`, i), ""); err != nil {
-						errs <- err
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Fatal(err)
-		}
+		ingestMany(t, ob, n, func(i int) []byte {
+			return fmt.Appendf(nil, `{"event":"job_created","data":{"appId":"app1","n":%d}}`, i)
+		})
 	}
 	// Two hours hold every delivery made now, even across an hour's end.
 	count := func() (int, bool) {
@@ -185,5 +164,35 @@ func TestStatsLimits(t *testing.T) {
 	ingest(1)
 	if n, truncated := count(); n != statsMaxScan || !truncated {
 		t.Fatalf("with 10,001 deliveries stats counted %d, truncated %v; want 10000 and truncated", n, truncated)
+	}
+}
+
+// ingestMany ingests n events, body(i) for i from 0, from 32 goroutines,
+// so a test can queue thousands quickly.
+func ingestMany(t *testing.T, ob *outbox.Outbox, n int, body func(i int) []byte) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	next := make(chan int, n)
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if _, err := ob.Ingest(context.Background(), body(i), ""); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
 	}
 }

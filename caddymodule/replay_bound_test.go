@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -36,25 +35,7 @@ func TestReplayWindowBound(t *testing.T) {
 	// the first alone.
 	wait.Until(t, "the clock to pass the first event", func() bool { return time.Now().After(ev.ReceivedAt) })
 	const rest = 10_000
-	var wg sync.WaitGroup
-	errs := make(chan error, 16)
-	for g := range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := g; i < rest; i += 16 {
-				if _, err := ob.Ingest(ctx, body, ""); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	ingestMany(t, ob, rest, func(int) []byte { return body })
 
 	// Disabled, so the replayed deliveries are recorded, not sent.
 	res := call(t, h, "POST", "/webhooks/apps/app1/webhooks",
