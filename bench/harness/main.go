@@ -498,12 +498,18 @@ func benchReceiver() {
 	for i := range 3 {
 		port := freePort()
 		plain := startCaddy("proxy", fmt.Sprintf("{\n\tadmin {ADMIN}\n}\nhttp://127.0.0.1:%d {\n\treverse_proxy 127.0.0.1:%d\n}\n", port, bport))
+		if i == 0 {
+			go plain.saveProfile(fmt.Sprintf("profile?seconds=%d", int(duration.Seconds())-2), "proxy.cpu")
+		}
 		r, _ := measure(fmt.Sprintf("plain reverse_proxy (run %d)", i+1), plain, fmt.Sprintf("http://127.0.0.1:%d/", port), body, nil)
 		plain.stop()
 		plainRuns = append(plainRuns, r)
 
 		port = freePort()
 		v := startCaddy("verify", fmt.Sprintf("{\n\tadmin {ADMIN}\n}\nhttp://127.0.0.1:%d {\n\twebhook_verify {\n\t\tsecret bench-secret\n\t}\n\treverse_proxy 127.0.0.1:%d\n}\n", port, bport))
+		if i == 0 {
+			go v.saveProfile(fmt.Sprintf("profile?seconds=%d", int(duration.Seconds())-2), "receiver.cpu")
+		}
 		r, _ = measure(fmt.Sprintf("webhook_verify + reverse_proxy (run %d)", i+1), v, fmt.Sprintf("http://127.0.0.1:%d/", port), body, map[string]string{"X-Signature": sig})
 		v.stop()
 		verifyRuns = append(verifyRuns, r)
