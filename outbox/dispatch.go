@@ -41,25 +41,49 @@ type dispatcher struct {
 	egress  atomic.Pointer[egress]
 	limiter RateLimiter
 
+	// lease is how long the store holds a claim (zero: for as long as
+	// this process lives).
+	lease time.Duration
+
 	mu       sync.Mutex
-	busy     map[string]int // claimed jobs per webhook
+	busy     map[string]int // claimed jobs per webhook, parked ones too
+	sending  map[string]int // HTTP exchanges per webhook
+	parked   map[string][]*Job
+	handoffs sync.WaitGroup // parked jobs started as a slot freed
 	inflight int
 	workers  int
 	perHook  int
-	// caps are the maxInFlight of webhooks that have their own, and
-	// notBefore the next rate-limit slot of rate-limited ones, as the
-	// last claim of each found them.
+	// caps are the claim admissions of webhooks whose own maxInFlight,
+	// timeout or rate limit make them differ from the app's, and
+	// notBefore the next rate-limit slot of rate-limited ones, as the last
+	// claim of each found them.
 	caps      map[string]int
 	notBefore map[string]time.Time
 }
+
+// claimAhead is how many deliveries beyond its maxInFlight a webhook may
+// have claimed, as a multiple of it: they wait, parked, and start the
+// moment one of its attempts ends, so a busy webhook's next request does
+// not wait for a claim (a round trip to PostgreSQL, an iterator over
+// Badger's tables). Each waits at most one attempt.
+const claimAhead = 1
+
+// leaseMargin is what a claim ahead leaves of the lease beside the two
+// attempts it may wait for and make.
+const leaseMargin = 5 * time.Second
 
 func newDispatcher(o *Outbox) *dispatcher {
 	d := &dispatcher{
 		o:         o,
 		free:      make(chan struct{}, 1),
 		busy:      map[string]int{},
+		sending:   map[string]int{},
+		parked:    map[string][]*Job{},
 		caps:      map[string]int{},
 		notBefore: map[string]time.Time{},
+	}
+	if l, ok := o.store.(Leaser); ok {
+		d.lease = l.Lease()
 	}
 	if rl, ok := o.store.(RateLimiter); ok {
 		d.limiter = rl
@@ -114,8 +138,37 @@ func (d *dispatcher) claimRequest(now time.Time, limit int) *ClaimRequest {
 	for id, n := range d.busy {
 		inflight[id] = n
 	}
-	return &ClaimRequest{Now: now, Limit: limit, InFlight: inflight, MaxInFlight: d.perHook,
+	return &ClaimRequest{Now: now, Limit: limit, InFlight: inflight, MaxInFlight: d.admission(nil),
 		MaxInFlightOf: maps.Clone(d.caps), NotBefore: maps.Clone(d.notBefore)}
+}
+
+// sendCap is how many attempts to w may be in flight at once.
+func (d *dispatcher) sendCap(w *Webhook) int {
+	if w != nil && w.MaxInFlight > 0 {
+		return w.MaxInFlight
+	}
+	return d.perHook
+}
+
+// admission is how many deliveries of w (nil: a webhook with the app's
+// settings) a claim may hold: its sendCap, and as many again claimed
+// ahead unless it is rate limited (a slot admits one) or a delivery
+// waiting for a slot might outlive the store's lease. d.mu must be held.
+func (d *dispatcher) admission(w *Webhook) int {
+	n := d.sendCap(w)
+	timeout := d.o.options().Timeout
+	if w != nil {
+		if w.RateLimit > 0 {
+			return n
+		}
+		if w.Timeout > 0 {
+			timeout = w.Timeout
+		}
+	}
+	if d.lease > 0 && 2*timeout+leaseMargin > d.lease {
+		return n
+	}
+	return n * (1 + claimAhead)
 }
 
 // claimed counts the jobs a claim returned as in flight, and learns each
@@ -128,10 +181,10 @@ func (d *dispatcher) claimed(jobs []*Job) (run, overflow []*Job) {
 	defer d.mu.Unlock()
 	for _, j := range jobs {
 		id := j.Delivery.WebhookID
-		limit := d.perHook
+		limit := d.admission(nil)
 		if w := j.Webhook; w != nil {
-			if w.MaxInFlight > 0 {
-				d.caps[id], limit = w.MaxInFlight, w.MaxInFlight
+			if n := d.admission(w); n != limit {
+				d.caps[id], limit = n, n
 			} else {
 				delete(d.caps, id)
 			}
@@ -181,14 +234,100 @@ func (d *dispatcher) nextSlot(now time.Time) time.Time {
 	return next
 }
 
-// endAttempt gives back one of the webhook's maxInFlight slots.
+// startSending takes one of the job's webhook's maxInFlight slots, or
+// parks the job until endAttempt frees one and starts it.
+func (d *dispatcher) startSending(j *Job) bool {
+	id := j.Delivery.WebhookID
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !j.Gone && d.sending[id] >= d.sendCap(j.Webhook) {
+		d.parked[id] = append(d.parked[id], j)
+		return false
+	}
+	d.sending[id]++
+	return true
+}
+
+// endAttempt gives back one of the webhook's maxInFlight slots, and
+// starts a job parked for it.
 func (d *dispatcher) endAttempt(webhookID string) {
 	d.mu.Lock()
 	if d.busy[webhookID]--; d.busy[webhookID] <= 0 {
 		delete(d.busy, webhookID)
 	}
+	if d.sending[webhookID]--; d.sending[webhookID] <= 0 {
+		delete(d.sending, webhookID)
+	}
+	if q := d.parked[webhookID]; len(q) > 0 && !d.stopping.Load() && d.sending[webhookID] < d.sendCap(q[0].Webhook) {
+		j := q[0]
+		if d.parked[webhookID] = q[1:]; len(q) == 1 {
+			delete(d.parked, webhookID)
+		}
+		d.sending[webhookID]++
+		d.handoffs.Add(1)
+		go func() {
+			defer d.handoffs.Done()
+			if d.refresh(j) {
+				d.attempt(j)
+			} else {
+				_ = d.o.store.Release(context.Background(), j)
+				d.endAttempt(webhookID)
+			}
+			d.endJob()
+		}()
+	}
 	d.mu.Unlock()
 	d.signalFree()
+}
+
+// refresh gives a parked job its webhook as it is now, since it was read
+// up to one attempt ago: an edit, a disable or a delete meanwhile applies
+// to it as to a delivery claimed now. It reports false when the store
+// cannot tell, and the job goes back to the queue.
+func (d *dispatcher) refresh(j *Job) bool {
+	w := j.Webhook
+	cur, ok := (*Webhook)(nil), false
+	if c, is := d.o.store.(WebhookCache); is {
+		cur, ok = c.CachedWebhook(w.AppID, w.ID)
+	}
+	if !ok {
+		var err error
+		cur, err = d.o.store.GetWebhook(context.Background(), w.AppID, w.ID)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			cur = nil
+		case err != nil:
+			return false
+		}
+	}
+	if cur == nil {
+		// Deleted: recorded as skipped, which the store turns into
+		// dropping the delivery with the webhook's history.
+		cur = w.Clone()
+		cur.Enabled, j.Delivery.Resend = false, false
+	}
+	j.Webhook = cur
+	return true
+}
+
+// releaseParked gives the jobs still parked back to the store, once the
+// workers have stopped.
+func (d *dispatcher) releaseParked() {
+	d.mu.Lock()
+	parked := d.parked
+	d.parked = map[string][]*Job{}
+	d.mu.Unlock()
+	for id, q := range parked {
+		for _, j := range q {
+			_ = d.o.store.Release(context.Background(), j)
+			d.mu.Lock()
+			if d.busy[id]--; d.busy[id] <= 0 {
+				delete(d.busy, id)
+			}
+			d.mu.Unlock()
+			d.endJob()
+		}
+	}
 }
 
 // endJob gives back the worker's place once the job is saved.
@@ -220,6 +359,9 @@ func (d *dispatcher) run(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			for j := range d.jobs {
+				if !d.startSending(j) {
+					continue // parked: endAttempt starts it
+				}
 				if d.stopping.Load() {
 					_ = d.o.store.Release(context.Background(), j)
 					d.endAttempt(j.Delivery.WebhookID)
@@ -234,6 +376,8 @@ func (d *dispatcher) run(ctx context.Context) {
 		d.stopping.Store(true)
 		close(d.jobs)
 		wg.Wait()
+		d.handoffs.Wait()
+		d.releaseParked()
 	}()
 
 	// A fleet's store tells of work that other sidecars queued.
@@ -315,6 +459,11 @@ func (d *dispatcher) attempt(j *Job) {
 	}
 	log := opts.Logger.WithLazy(zap.String("webhook_id", w.ID), zap.String("event_id", dl.EventID), zap.String("delivery_id", dl.ID))
 	now := time.Now()
+	if j.Event != nil && !j.EventExpires.IsZero() && !now.Before(j.EventExpires) {
+		// Expired since the claim read it (a job claimed ahead waits):
+		// what the history no longer holds is not sent.
+		j.Event = nil
+	}
 	switch {
 	case j.Event == nil:
 		dl.Attempts = append(dl.Attempts, Attempt{SentAt: now.UTC(), Error: "the event is no longer retained"})

@@ -109,6 +109,21 @@ type Notifier interface {
 	Notifications() <-chan struct{}
 }
 
+// Leaser is a Store whose claim holds a delivery only for a lease, after
+// which another process may take it. The dispatcher claims ahead of a
+// webhook's free slots only while a delivery waiting for one would still
+// be sent and saved within the lease.
+type Leaser interface {
+	Lease() time.Duration
+}
+
+// WebhookCache is a Store that can tell a webhook's current state from
+// memory: Badger's webhooks live there, PostgreSQL's cache is kept current
+// by notifications. ok is false when it cannot say, and GetWebhook asks.
+type WebhookCache interface {
+	CachedWebhook(appID, id string) (w *Webhook, ok bool)
+}
+
 // Ingest is one event to commit with its deliveries.
 type Ingest struct {
 	Event          *Event

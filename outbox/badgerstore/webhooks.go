@@ -173,6 +173,16 @@ func (s *Store) ListApps(ctx context.Context) ([]string, error) {
 	return apps, nil
 }
 
+// CachedWebhook is GetWebhook: Badger's webhooks are all in memory. A
+// deleted webhook is reported as nil.
+func (s *Store) CachedWebhook(appID, id string) (*outbox.Webhook, bool) {
+	w := s.cachedWebhook(id)
+	if w != nil && w.AppID != appID {
+		w = nil
+	}
+	return w, true
+}
+
 func (s *Store) cachedWebhook(id string) *outbox.Webhook {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -306,6 +306,9 @@ func (s *Store) SetRetention(history, events time.Duration) {
 	s.events.Store(int64(events))
 }
 
+// Lease is how long a claim holds a delivery for this sidecar.
+func (s *Store) Lease() time.Duration { return s.opts.Lease }
+
 // Close stops the cleanup loop and closes the connections. Leases still
 // held run out and other sidecars take those deliveries.
 func (s *Store) Close() error {

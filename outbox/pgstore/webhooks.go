@@ -145,6 +145,27 @@ func (s *Store) ListWebhooks(ctx context.Context, appID string) ([]*outbox.Webho
 	return copyWebhooks(list), nil
 }
 
+// CachedWebhook finds a webhook in the app's cached list while the
+// notification connection keeps that list current; a deleted webhook is
+// reported as nil. Without a current list it cannot say.
+func (s *Store) CachedWebhook(appID, id string) (*outbox.Webhook, bool) {
+	if !s.listening.Load() || s.opts.WebhookCacheTTL <= 0 {
+		return nil, false
+	}
+	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
+	c, ok := s.cache[appID]
+	if !ok || time.Since(c.at) >= s.opts.WebhookCacheTTL {
+		return nil, false
+	}
+	for _, w := range c.list {
+		if w.ID == id {
+			return w.Clone(), true
+		}
+	}
+	return nil, true
+}
+
 func copyWebhooks(list []*outbox.Webhook) []*outbox.Webhook {
 	out := make([]*outbox.Webhook, len(list))
 	for i, w := range list {
