@@ -44,6 +44,7 @@ var (
 	holdSink  = flag.Bool("hold", false, "ingest scenario: hold deliveries (endpoint closed) to measure ingest alone")
 	goMemLim  = flag.String("gomemlimit", "", "GOMEMLIMIT of the Caddy processes (e.g. 160MiB); default none")
 	mapped    = flag.String("mapped-release", "", "storage badger's mapped_release_interval for sidecars (e.g. off, 1s); default the store's")
+	attemptTO = flag.Duration("timeout", 10*time.Minute, "sidecars' attempt timeout: long, so that attempts a closed endpoint holds do not fail")
 )
 
 type row struct {
@@ -382,7 +383,7 @@ func sidecarConfig(extra string) string {
 	webhooks {
 		` + storage + `
 		allow_destinations 127.0.0.0/8
-		timeout 10m
+		timeout ` + attemptTO.String() + `
 		retry_schedule 1s 5s 30s
 		` + extra + `
 	}
