@@ -130,13 +130,20 @@ var claimSQL = `WITH ` + claimCandidates + `, ranked AS (
 const nextDueSQL = `SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending' AND next_attempt_at > $1`
 
 // leaseEndSQL says how long until the first lease of a due delivery runs
-// out. Asked only by an idle sidecar, whose due deliveries are then all
-// leased by others (and few); lease_until has no index, so that a lease
-// is a HOT update that writes no index entry.
+// out; zero or less when one already has, since the claim before it ran
+// (the sidecar wakes at a lease's end, so the claim it makes then can run
+// a moment before that end). Asked only by an idle sidecar, whose due
+// deliveries are then all leased by others (and few); lease_until has no
+// index, so that a lease is a HOT update that writes no index entry.
 const leaseEndSQL = `SELECT extract(epoch FROM min(lease_until) - clock_timestamp())::float8 FROM (
 		SELECT lease_until FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $1
-		ORDER BY next_attempt_at LIMIT 1000) x
-	WHERE lease_until > clock_timestamp()`
+			AND lease_until IS NOT NULL
+		ORDER BY next_attempt_at LIMIT 1000) x`
+
+// leaseEndSlack is how long after a lease's end an idle sidecar claims:
+// enough that the database's clock has passed it too, and a floor that
+// keeps a lease just run out from turning into a busy loop.
+const leaseEndSlack = 5 * time.Millisecond
 
 // Claim leases due deliveries to this sidecar in one round trip: the
 // claim and the next due time in one pipelined batch. The store leases at
@@ -217,7 +224,8 @@ func (s *Store) Claim(ctx context.Context, req *outbox.ClaimRequest) ([]*outbox.
 			return fail("finding the next lease to run out", err)
 		}
 		if left != nil {
-			if t := time.Now().Add(time.Duration(*left * float64(time.Second))); next.IsZero() || t.Before(next) {
+			wait := max(time.Duration(*left*float64(time.Second)), 0) + leaseEndSlack
+			if t := time.Now().Add(wait); next.IsZero() || t.Before(next) {
 				next = t
 			}
 		}
