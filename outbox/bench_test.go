@@ -3,16 +3,15 @@ package outbox_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"sync"
 	"testing"
 
 	"github.com/caddy-webhooks/caddy-webhooks/internal/fixture"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox"
 	"github.com/caddy-webhooks/caddy-webhooks/outbox/badgerstore"
+	"github.com/caddy-webhooks/caddy-webhooks/outbox/storetest"
 )
 
 // BenchmarkIngestConcurrent measures Outbox.Ingest from 64 goroutines, the
@@ -67,44 +66,9 @@ func BenchmarkDeliver(b *testing.B) {
 }
 
 func benchDeliver(b *testing.B, perHook int) {
-	var got sync.WaitGroup
-	open := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		<-open
-		got.Done()
-	}))
-	defer srv.Close()
 	s, err := badgerstore.Open(b.TempDir(), badgerstore.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	o := outbox.New(s, outbox.Options{AllowDestinations: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, MaxInFlightPerWebhook: perHook})
-	o.Start()
-	defer o.Close()
-	ctx := context.Background()
-	if _, err := o.CreateWebhook(ctx, "bench", outbox.WebhookInput{Name: ptr("b"), URL: ptr(srv.URL), Events: &[]string{"job_finished"}, Secret: ptr("s")}); err != nil {
-		b.Fatal(err)
-	}
-	body := fixture.Event1K()
-	got.Add(b.N)
-	var wg sync.WaitGroup
-	for i := range 64 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := i; j < b.N; j += 64 {
-				if _, err := o.Ingest(ctx, body, ""); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	b.ReportAllocs()
-	b.ResetTimer()
-	close(open)
-	got.Wait()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "deliveries/s")
+	storetest.BenchDrain(b, s, outbox.Options{AllowDestinations: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, MaxInFlightPerWebhook: perHook}, nil, nil)
 }

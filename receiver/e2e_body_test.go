@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
 	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 )
 
@@ -48,15 +47,7 @@ func TestSlowBodies(t *testing.T) {
 		t.Skip("builds and runs a Caddy process")
 	}
 	be := testkit.NewRecorder(t)
-	port := testkit.FreePort(t)
-	p := testcaddy.Start(t, testcaddy.Config{
-		Caddyfile: strings.NewReplacer(
-			"{PORT}", strconv.Itoa(port),
-			"{BACKEND}", be.Addr(),
-		).Replace(slowBodyCaddyfile),
-		Env: []string{"E2E_SECRET=slow body secret"},
-	})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	p, addr, _ := startCaddy(t, slowBodyCaddyfile, be.Addr(), "E2E_SECRET=slow body secret")
 	head := func(path string, length int, extra string) string {
 		return fmt.Sprintf("POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n",
 			path, addr, length, extra)

@@ -2,12 +2,10 @@ package receiver_test
 
 import (
 	"bytes"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -142,16 +140,7 @@ func TestFleetReplayStorage(t *testing.T) {
 
 	secret := []byte("fleet secret")
 	start := func() (*testcaddy.Process, string, string) {
-		port := testkit.FreePort(t)
-		config := strings.NewReplacer(
-			"{PORT}", strconv.Itoa(port),
-			"{BACKEND}", be.Addr(),
-		).Replace(fleetCaddyfile)
-		p := testcaddy.Start(t, testcaddy.Config{
-			Caddyfile: config,
-			Env:       []string{"E2E_SECRET=" + string(secret), "E2E_REPLAY_DSN=" + dsn.String()},
-		})
-		return p, fmt.Sprintf("127.0.0.1:%d", port), config
+		return startCaddy(t, fleetCaddyfile, be.Addr(), "E2E_SECRET="+string(secret), "E2E_REPLAY_DSN="+dsn.String())
 	}
 	a, addrA, configA := start()
 	b, addrB, _ := start()

@@ -2,15 +2,11 @@ package receiver_test
 
 import (
 	"bytes"
-	"fmt"
 	"io"
 	"net/http"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/caddy-webhooks/caddy-webhooks/internal/testcaddy"
 	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 	"github.com/caddy-webhooks/caddy-webhooks/signature"
 )
@@ -59,11 +55,7 @@ func TestReplayPathBeforeRewrite(t *testing.T) {
 	}
 	secret := []byte("rewrite test secret")
 	be := testkit.NewRecorder(t)
-	port := testkit.FreePort(t)
-	testcaddy.Start(t, testcaddy.Config{
-		Caddyfile: strings.NewReplacer("{PORT}", strconv.Itoa(port), "{BACKEND}", be.Addr()).Replace(rewriteCaddyfile),
-		Env:       []string{"E2E_SECRET=" + string(secret)},
-	})
+	_, addr, _ := startCaddy(t, rewriteCaddyfile, be.Addr(), "E2E_SECRET="+string(secret))
 	client := &http.Client{Timeout: 30 * time.Second}
 	body := []byte(`{"event":"job_created","data":{"appId":"a"}}`)
 
@@ -81,7 +73,7 @@ func TestReplayPathBeforeRewrite(t *testing.T) {
 		{"/tenant-c/hook", "evt_2", true},
 		{"/tenant-d/hook", "evt_2", true},
 	} {
-		req, err := http.NewRequest(http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d%s", port, step.path), bytes.NewReader(body))
+		req, err := http.NewRequest(http.MethodPost, "http://"+addr+step.path, bytes.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}

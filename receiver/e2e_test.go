@@ -91,20 +91,12 @@ func TestEndToEnd(t *testing.T) {
 		return got[len(got)-1]
 	}
 
-	port := testkit.FreePort(t)
-	config := strings.NewReplacer(
-		"{PORT}", strconv.Itoa(port),
-		"{BACKEND}", be.Addr(),
-	).Replace(e2eCaddyfile)
-	p := testcaddy.Start(t, testcaddy.Config{
-		Caddyfile: config,
-		Env: []string{
-			"E2E_SECRET_OLD=" + string(oldSecret),
-			"E2E_SECRET_NEW=" + string(newSecret),
-			"E2E_WHSEC=" + whsec,
-		},
-	})
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	p, addr, config := startCaddy(t, e2eCaddyfile, be.Addr(),
+		"E2E_SECRET_OLD="+string(oldSecret),
+		"E2E_SECRET_NEW="+string(newSecret),
+		"E2E_WHSEC="+whsec,
+	)
+	base := "http://" + addr
 	post := func(t *testing.T, path string, body io.Reader, header http.Header) testkit.Answer {
 		t.Helper()
 		return testkit.Call(t, http.MethodPost, base+path, body, header)
@@ -327,4 +319,16 @@ func scrape(t *testing.T, admin string) map[string]float64 {
 		t.Fatalf("admin /metrics has no %s", name)
 	}
 	return m
+}
+
+// startCaddy runs the built Caddy on caddyfile, with "{PORT}" replaced by
+// a free port and "{BACKEND}" by backend, and env added to its
+// environment. It returns the process, its listen address and the config
+// it runs.
+func startCaddy(t *testing.T, caddyfile, backend string, env ...string) (*testcaddy.Process, string, string) {
+	t.Helper()
+	port := testkit.FreePort(t)
+	config := strings.NewReplacer("{PORT}", strconv.Itoa(port), "{BACKEND}", backend).Replace(caddyfile)
+	p := testcaddy.Start(t, testcaddy.Config{Caddyfile: config, Env: env})
+	return p, fmt.Sprintf("127.0.0.1:%d", port), config
 }
