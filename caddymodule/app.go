@@ -341,12 +341,12 @@ func (a *App) Outbox() *outbox.Outbox {
 func (a *App) maxBodyBytes() int64 { return a.maxBody }
 
 // attemptTimeout bounds one delivery attempt: the timeout option, or the
-// outbox's default of 15s.
+// outbox's default.
 func (a *App) attemptTimeout() time.Duration {
 	if a.opts.Timeout > 0 {
 		return a.opts.Timeout
 	}
-	return 15 * time.Second
+	return outbox.DefaultTimeout
 }
 
 // parseDestination parses a CIDR, or a bare IP as a single address.

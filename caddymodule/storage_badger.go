@@ -89,16 +89,7 @@ func (s *BadgerStorage) Provision(ctx caddy.Context) error {
 		}
 		s.key = key
 	}
-	s.memTableSize = s.MemTableSize
-	if s.memTableSize == 0 {
-		s.memTableSize = 16 << 20
-	}
-	s.minFreeSpace = s.MinFreeSpace
-	if s.minFreeSpace == 0 {
-		// Room for the writes still in flight once ingest stops, the
-		// two memtables' logs among them.
-		s.minFreeSpace = 2*s.memTableSize + 32<<20
-	}
+	s.memTableSize, s.minFreeSpace = badgerstore.Sizes(s.MemTableSize, s.MinFreeSpace)
 	return nil
 }
 

@@ -11,6 +11,9 @@ import (
 // DefaultEvents is the event catalog when none is configured.
 var DefaultEvents = []string{"app_build_created", "app_deployment_created", "job_created", "job_finished"}
 
+// DefaultTimeout bounds one attempt when no timeout is configured.
+const DefaultTimeout = 15 * time.Second
+
 // DefaultRetrySchedule is the wait before each retry when none is configured.
 var DefaultRetrySchedule = []time.Duration{
 	5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour,

@@ -71,7 +71,7 @@ func (o Options) withDefaults() Options {
 		o.RetrySchedule = DefaultRetrySchedule
 	}
 	if o.Timeout <= 0 {
-		o.Timeout = 15 * time.Second
+		o.Timeout = DefaultTimeout
 	}
 	if o.Retention <= 0 {
 		o.Retention = 720 * time.Hour

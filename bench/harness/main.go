@@ -29,6 +29,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/caddy-webhooks/caddy-webhooks/internal/testkit"
 )
 
 var (
@@ -130,12 +132,11 @@ type caddyProc struct {
 }
 
 func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testkit.LoopbackPort()
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 func startCaddy(name, caddyfile string) *caddyProc {

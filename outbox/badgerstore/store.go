@@ -126,14 +126,23 @@ type Store struct {
 	bg        sync.WaitGroup
 }
 
+// Sizes returns the memtable size and the free-space reserve Open uses
+// for the given ones, where zero or less means the default (see Options).
+func Sizes(memTable, minFree int64) (int64, int64) {
+	if memTable <= 0 {
+		memTable = 16 << 20
+	}
+	if minFree <= 0 {
+		// Room for the writes still in flight once ingest stops, the
+		// two memtables' logs among them.
+		minFree = 2*memTable + 32<<20
+	}
+	return memTable, minFree
+}
+
 // Open opens (creating if needed) the store in dir.
 func Open(dir string, opts Options) (*Store, error) {
-	if opts.MemTableSize <= 0 {
-		opts.MemTableSize = 16 << 20
-	}
-	if opts.MinFreeBytes <= 0 {
-		opts.MinFreeBytes = 2*opts.MemTableSize + 32<<20
-	}
+	opts.MemTableSize, opts.MinFreeBytes = Sizes(opts.MemTableSize, opts.MinFreeBytes)
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
