@@ -134,11 +134,7 @@ func (d *dispatcher) configure(opts *Options) {
 func (d *dispatcher) claimRequest(now time.Time, limit int) *ClaimRequest {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	inflight := make(map[string]int, len(d.busy))
-	for id, n := range d.busy {
-		inflight[id] = n
-	}
-	return &ClaimRequest{Now: now, Limit: limit, InFlight: inflight, MaxInFlight: d.admission(nil),
+	return &ClaimRequest{Now: now, Limit: limit, InFlight: maps.Clone(d.busy), MaxInFlight: d.admission(nil),
 		MaxInFlightOf: maps.Clone(d.caps), NotBefore: maps.Clone(d.notBefore)}
 }
 
