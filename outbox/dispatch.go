@@ -248,12 +248,8 @@ func (d *dispatcher) startSending(j *Job) bool {
 // starts a job parked for it.
 func (d *dispatcher) endAttempt(webhookID string) {
 	d.mu.Lock()
-	if d.busy[webhookID]--; d.busy[webhookID] <= 0 {
-		delete(d.busy, webhookID)
-	}
-	if d.sending[webhookID]--; d.sending[webhookID] <= 0 {
-		delete(d.sending, webhookID)
-	}
+	decrement(d.busy, webhookID)
+	decrement(d.sending, webhookID)
 	if q := d.parked[webhookID]; len(q) > 0 && !d.stopping.Load() && d.sending[webhookID] < d.sendCap(q[0].Webhook) {
 		j := q[0]
 		if d.parked[webhookID] = q[1:]; len(q) == 1 {
@@ -317,12 +313,17 @@ func (d *dispatcher) releaseParked() {
 		for _, j := range q {
 			_ = d.o.store.Release(context.Background(), j)
 			d.mu.Lock()
-			if d.busy[id]--; d.busy[id] <= 0 {
-				delete(d.busy, id)
-			}
+			decrement(d.busy, id)
 			d.mu.Unlock()
 			d.endJob()
 		}
+	}
+}
+
+// decrement lowers a webhook's count, forgetting it at zero.
+func decrement(counts map[string]int, webhookID string) {
+	if counts[webhookID]--; counts[webhookID] <= 0 {
+		delete(counts, webhookID)
 	}
 }
 
