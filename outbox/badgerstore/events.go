@@ -277,7 +277,7 @@ func (s *Store) Replay(ctx context.Context, appID, webhookID string, req *outbox
 		return 0, err
 	}
 
-	n, pending := 0, 0
+	n := 0
 	historyTTL := time.Duration(s.history.Load())
 	for chunk := range slices.Chunk(cands, replayChunk) {
 		var made []*outbox.Delivery
@@ -317,7 +317,6 @@ func (s *Store) Replay(ctx context.Context, appID, webhookID string, req *outbox
 		s.claimMu.Lock()
 		for _, d := range made {
 			if d.Status == outbox.StatusPending {
-				pending++
 				s.pending.Add(1)
 				s.queued(d.WebhookID, *d.NextAttemptAt)
 			}
