@@ -175,9 +175,10 @@ func (d *dispatcher) admission(w *Webhook) int {
 func (d *dispatcher) claimed(jobs []*Job) (run, overflow []*Job) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	appLimit := d.admission(nil)
 	for _, j := range jobs {
 		id := j.Delivery.WebhookID
-		limit := d.admission(nil)
+		limit := appLimit
 		if w := j.Webhook; w != nil {
 			if n := d.admission(w); n != limit {
 				d.caps[id], limit = n, n
