@@ -179,13 +179,9 @@ func (c *deliveryColumns) add(d *outbox.Delivery) error {
 	if err != nil {
 		return fmt.Errorf("encoding delivery %s: %w", d.ID, err)
 	}
-	var next time.Time
-	if d.NextAttemptAt != nil {
-		next = *d.NextAttemptAt
-	}
 	c.id, c.app, c.hook = append(c.id, d.ID), append(c.app, d.AppID), append(c.hook, d.WebhookID)
 	c.event, c.typ, c.status = append(c.event, d.EventID), append(c.typ, d.Event), append(c.status, string(d.Status))
 	c.attempts, c.created = append(c.attempts, a), append(c.created, d.CreatedAt)
-	c.next, c.round, c.resend = append(c.next, nullTime(next)), append(c.round, int32(d.Round)), append(c.resend, d.Resend)
+	c.next, c.round, c.resend = append(c.next, nullTime(timeOrZero(d.NextAttemptAt))), append(c.round, int32(d.Round)), append(c.resend, d.Resend)
 	return nil
 }
