@@ -134,11 +134,7 @@ func (d *dispatcher) configure(opts *Options) {
 func (d *dispatcher) claimRequest(now time.Time, limit int) *ClaimRequest {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	inflight := make(map[string]int, len(d.busy))
-	for id, n := range d.busy {
-		inflight[id] = n
-	}
-	return &ClaimRequest{Now: now, Limit: limit, InFlight: inflight, MaxInFlight: d.admission(nil),
+	return &ClaimRequest{Now: now, Limit: limit, InFlight: maps.Clone(d.busy), MaxInFlight: d.admission(nil),
 		MaxInFlightOf: maps.Clone(d.caps), NotBefore: maps.Clone(d.notBefore)}
 }
 
@@ -179,9 +175,10 @@ func (d *dispatcher) admission(w *Webhook) int {
 func (d *dispatcher) claimed(jobs []*Job) (run, overflow []*Job) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	appLimit := d.admission(nil)
 	for _, j := range jobs {
 		id := j.Delivery.WebhookID
-		limit := d.admission(nil)
+		limit := appLimit
 		if w := j.Webhook; w != nil {
 			if n := d.admission(w); n != limit {
 				d.caps[id], limit = n, n
@@ -252,12 +249,8 @@ func (d *dispatcher) startSending(j *Job) bool {
 // starts a job parked for it.
 func (d *dispatcher) endAttempt(webhookID string) {
 	d.mu.Lock()
-	if d.busy[webhookID]--; d.busy[webhookID] <= 0 {
-		delete(d.busy, webhookID)
-	}
-	if d.sending[webhookID]--; d.sending[webhookID] <= 0 {
-		delete(d.sending, webhookID)
-	}
+	decrement(d.busy, webhookID)
+	decrement(d.sending, webhookID)
 	if q := d.parked[webhookID]; len(q) > 0 && !d.stopping.Load() && d.sending[webhookID] < d.sendCap(q[0].Webhook) {
 		j := q[0]
 		if d.parked[webhookID] = q[1:]; len(q) == 1 {
@@ -321,12 +314,17 @@ func (d *dispatcher) releaseParked() {
 		for _, j := range q {
 			_ = d.o.store.Release(context.Background(), j)
 			d.mu.Lock()
-			if d.busy[id]--; d.busy[id] <= 0 {
-				delete(d.busy, id)
-			}
+			decrement(d.busy, id)
 			d.mu.Unlock()
 			d.endJob()
 		}
+	}
+}
+
+// decrement lowers a webhook's count, forgetting it at zero.
+func decrement(counts map[string]int, webhookID string) {
+	if counts[webhookID]--; counts[webhookID] <= 0 {
+		delete(counts, webhookID)
 	}
 }
 

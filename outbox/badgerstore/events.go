@@ -277,7 +277,7 @@ func (s *Store) Replay(ctx context.Context, appID, webhookID string, req *outbox
 		return 0, err
 	}
 
-	n, pending := 0, 0
+	n := 0
 	historyTTL := time.Duration(s.history.Load())
 	for chunk := range slices.Chunk(cands, replayChunk) {
 		var made []*outbox.Delivery
@@ -299,23 +299,11 @@ func (s *Store) Replay(ctx context.Context, appID, webhookID string, req *outbox
 				if c.expires != 0 {
 					e = e.WithTTL(ttl)
 				}
-				entries := []*badger.Entry{e}
-				var since time.Time
-				if d.Status == outbox.StatusPending {
-					since = d.CreatedAt
-					entries = append(entries,
-						badger.NewEntry(queueKey(*d.NextAttemptAt, d.WebhookID, d.ID), be64(since)),
-						badger.NewEntry(pendingKey(since, d.ID), nil))
-				}
-				dv, err := encodeDelivery(d, since)
+				entries, err := appendDeliveryEntries([]*badger.Entry{e}, d, historyTTL)
 				if err != nil {
 					return err
 				}
-				de := badger.NewEntry(deliveryKey(d.WebhookID, d.ID), dv)
-				if d.Status != outbox.StatusPending {
-					de = de.WithTTL(historyTTL)
-				}
-				if err := setAll(txn, append(entries, de)); err != nil {
+				if err := setAll(txn, entries); err != nil {
 					return err
 				}
 				made = append(made, d)
@@ -329,7 +317,6 @@ func (s *Store) Replay(ctx context.Context, appID, webhookID string, req *outbox
 		s.claimMu.Lock()
 		for _, d := range made {
 			if d.Status == outbox.StatusPending {
-				pending++
 				s.pending.Add(1)
 				s.queued(d.WebhookID, *d.NextAttemptAt)
 			}

@@ -207,25 +207,33 @@ func ingestEntries(in *outbox.Ingest, evTTL, historyTTL time.Duration) ([]*badge
 		entries = append(entries, badger.NewEntry(idemKey(in.Event.AppID, in.IdempotencyKey), res).WithTTL(outbox.IdempotencyWindow))
 	}
 	for _, d := range in.Deliveries {
-		var since time.Time
-		if d.Status == outbox.StatusPending {
-			since = d.CreatedAt
-			entries = append(entries,
-				badger.NewEntry(queueKey(*d.NextAttemptAt, d.WebhookID, d.ID), be64(since)),
-				badger.NewEntry(pendingKey(since, d.ID), nil))
-		}
-		v, err := encodeDelivery(d, since)
-		if err != nil {
+		if entries, err = appendDeliveryEntries(entries, d, historyTTL); err != nil {
 			return nil, err
 		}
-		e := badger.NewEntry(deliveryKey(d.WebhookID, d.ID), v)
-		if d.Status != outbox.StatusPending {
-			// Skipped: finished on arrival, kept as long as any history.
-			e = e.WithTTL(historyTTL)
-		}
-		entries = append(entries, e)
 	}
 	return entries, nil
+}
+
+// appendDeliveryEntries appends a new delivery's entries: for a pending one
+// its queue and pending-index entries, then the delivery itself.
+func appendDeliveryEntries(entries []*badger.Entry, d *outbox.Delivery, historyTTL time.Duration) ([]*badger.Entry, error) {
+	var since time.Time
+	if d.Status == outbox.StatusPending {
+		since = d.CreatedAt
+		entries = append(entries,
+			badger.NewEntry(queueKey(*d.NextAttemptAt, d.WebhookID, d.ID), be64(since)),
+			badger.NewEntry(pendingKey(since, d.ID), nil))
+	}
+	v, err := encodeDelivery(d, since)
+	if err != nil {
+		return nil, err
+	}
+	e := badger.NewEntry(deliveryKey(d.WebhookID, d.ID), v)
+	if d.Status != outbox.StatusPending {
+		// Skipped: finished on arrival, kept as long as any history.
+		e = e.WithTTL(historyTTL)
+	}
+	return append(entries, e), nil
 }
 
 // unavailable marks storage failures (disk full, I/O) as ErrUnavailable.

@@ -3,7 +3,6 @@ package pgstore
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // eventQuery builds the WHERE clause of an app's retained events in a
@@ -216,23 +214,11 @@ func (s *Store) insertDeliveries(ctx context.Context, tx pgx.Tx, ds []*outbox.De
 	if len(ds) == 0 {
 		return nil
 	}
-	var (
-		dID, dApp, dHook, dEvent, dType, dStatus, dAttempts []string
-		dCreated                                            []time.Time
-		dNext                                               []pgtype.Timestamptz
-	)
+	var c deliveryColumns
 	for _, d := range ds {
-		a, err := attemptsJSON(d.Attempts)
-		if err != nil {
-			return fmt.Errorf("encoding delivery %s: %w", d.ID, err)
+		if err := c.add(d); err != nil {
+			return err
 		}
-		var next time.Time
-		if d.NextAttemptAt != nil {
-			next = *d.NextAttemptAt
-		}
-		dID, dApp, dHook = append(dID, d.ID), append(dApp, d.AppID), append(dHook, d.WebhookID)
-		dEvent, dType, dStatus = append(dEvent, d.EventID), append(dType, d.Event), append(dStatus, string(d.Status))
-		dAttempts, dCreated, dNext = append(dAttempts, a), append(dCreated, d.CreatedAt), append(dNext, nullTime(next))
 	}
 	_, err := tx.Exec(ctx, `INSERT INTO deliveries (id, app_id, webhook_id, event_id, event, status, created_at,
 			next_attempt_at, pending_since, attempts, expires_at)
@@ -242,7 +228,7 @@ func (s *Store) insertDeliveries(ctx context.Context, tx pgx.Tx, ds []*outbox.De
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
 			$7::timestamptz[], $8::timestamptz[], $9::text[])
 			AS u(id, app_id, webhook_id, event_id, event, status, created_at, next_attempt_at, attempts)`,
-		dID, dApp, dHook, dEvent, dType, dStatus, dCreated, dNext, dAttempts, micros(time.Duration(s.history.Load())))
+		c.id, c.app, c.hook, c.event, c.typ, c.status, c.created, c.next, c.attempts, micros(time.Duration(s.history.Load())))
 	if err != nil {
 		return pgErr("writing replayed deliveries", err)
 	}

@@ -33,11 +33,7 @@ func (s *Store) Commit(ctx context.Context, batch []*outbox.Ingest) error {
 		evAt                []time.Time
 		evBody              [][]byte
 
-		dID, dApp, dHook, dEvent, dType, dStatus, dAttempts []string
-		dCreated                                            []time.Time
-		dNext                                               []pgtype.Timestamptz
-		dRound                                              []int32
-		dResend                                             []bool
+		ds deliveryColumns
 	)
 	for _, in := range batch {
 		if in.Result.Duplicate {
@@ -52,18 +48,9 @@ func (s *Store) Commit(ctx context.Context, batch []*outbox.Ingest) error {
 		evAt, evBody = append(evAt, ev.ReceivedAt), append(evBody, body)
 		evTrace, evState = append(evTrace, ev.TraceParent), append(evState, ev.TraceState)
 		for _, d := range in.Deliveries {
-			a, err := attemptsJSON(d.Attempts)
-			if err != nil {
-				return fmt.Errorf("encoding delivery %s: %w", d.ID, err)
+			if err := ds.add(d); err != nil {
+				return err
 			}
-			var next time.Time
-			if d.NextAttemptAt != nil {
-				next = *d.NextAttemptAt
-			}
-			dID, dApp, dHook = append(dID, d.ID), append(dApp, d.AppID), append(dHook, d.WebhookID)
-			dEvent, dType, dStatus = append(dEvent, d.EventID), append(dType, d.Event), append(dStatus, string(d.Status))
-			dAttempts, dCreated = append(dAttempts, a), append(dCreated, d.CreatedAt)
-			dNext, dRound, dResend = append(dNext, nullTime(next)), append(dRound, int32(d.Round)), append(dResend, d.Resend)
 		}
 	}
 	if len(evID) > 0 {
@@ -74,7 +61,7 @@ func (s *Store) Commit(ctx context.Context, batch []*outbox.Ingest) error {
 			FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bytea[], $7::text[], $8::text[])
 				AS u(id, app_id, type, received_at, body, trace_parent, trace_state)`,
 			evID, evApp, evType, evAt, evBody, micros(time.Duration(s.events.Load())), evTrace, evState)
-		if len(dID) > 0 {
+		if len(ds.id) > 0 {
 			// A delivery whose webhook was deleted since the ingest listed
 			// it is dropped, as the embedded store drops it when claimed.
 			// The KEY SHARE lock makes a concurrent delete wait for this
@@ -91,7 +78,7 @@ func (s *Store) Commit(ctx context.Context, batch []*outbox.Ingest) error {
 					AS u(id, app_id, webhook_id, event_id, event, status, created_at,
 						next_attempt_at, round, resend, attempts)
 				WHERE EXISTS (SELECT 1 FROM webhooks w WHERE w.id = u.webhook_id FOR KEY SHARE)`,
-				dID, dApp, dHook, dEvent, dType, dStatus, dCreated, dNext, dRound, dResend, dAttempts,
+				ds.id, ds.app, ds.hook, ds.event, ds.typ, ds.status, ds.created, ds.next, ds.round, ds.resend, ds.attempts,
 				micros(time.Duration(s.history.Load())))
 			// Wakes idle sidecars when the commit lands.
 			b.Queue(`SELECT pg_notify($1, 'work')`, s.channel)
@@ -174,5 +161,27 @@ func (s *Store) checkIdempotency(ctx context.Context, tx pgx.Tx, batch []*outbox
 		res.Duplicate, res.KeyReused = true, !in.SameBody(hash)
 		in.Result = res
 	}
+	return nil
+}
+
+// deliveryColumns holds new deliveries column by column, for an INSERT
+// from unnest.
+type deliveryColumns struct {
+	id, app, hook, event, typ, status, attempts []string
+	created                                     []time.Time
+	next                                        []pgtype.Timestamptz
+	round                                       []int32
+	resend                                      []bool
+}
+
+func (c *deliveryColumns) add(d *outbox.Delivery) error {
+	a, err := attemptsJSON(d.Attempts)
+	if err != nil {
+		return fmt.Errorf("encoding delivery %s: %w", d.ID, err)
+	}
+	c.id, c.app, c.hook = append(c.id, d.ID), append(c.app, d.AppID), append(c.hook, d.WebhookID)
+	c.event, c.typ, c.status = append(c.event, d.EventID), append(c.typ, d.Event), append(c.status, string(d.Status))
+	c.attempts, c.created = append(c.attempts, a), append(c.created, d.CreatedAt)
+	c.next, c.round, c.resend = append(c.next, nullTime(timeOrZero(d.NextAttemptAt))), append(c.round, int32(d.Round)), append(c.resend, d.Resend)
 	return nil
 }
